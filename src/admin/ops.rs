@@ -1,0 +1,151 @@
+//! The one dispatch table of server-side operations. REST routes and admin WebSocket frames
+//! both decode into an [`OpRequest`] and call [`dispatch`]; the answer is the body without
+//! `duration`.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::protocol::ApiError;
+use crate::users::{Caller, UsersService};
+
+/// An operation's input, whichever transport it came by.
+#[derive(Debug, Default)]
+pub struct OpRequest {
+    /// The user or task id from the path (or the frame's `params.id`).
+    pub id: Option<String>,
+    /// Query parameters (or the frame's `params`).
+    pub params: HashMap<String, String>,
+    /// The JSON body.
+    pub body: Value,
+    /// Base URL of the admin listener, for export links.
+    pub base_url: String,
+}
+
+impl OpRequest {
+    fn id(&self) -> Result<&str, ApiError> {
+        self.id
+            .as_deref()
+            .or_else(|| self.body.get("user_id").and_then(Value::as_str))
+            .ok_or_else(|| ApiError::input("id is a required parameter"))
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.params
+            .get(key)
+            .map(|v| v == "true" || v == "1")
+            .or_else(|| self.body.get(key).and_then(Value::as_bool))
+            .unwrap_or(false)
+    }
+}
+
+/// Names of every operation, as admin WebSocket frames spell them.
+pub const OPERATIONS: &[&str] = &[
+    "upsertUsers",
+    "partialUpdateUsers",
+    "queryUsers",
+    "deleteUser",
+    "deleteUsers",
+    "restoreUsers",
+    "deactivateUser",
+    "deactivateUsers",
+    "reactivateUser",
+    "reactivateUsers",
+    "exportUser",
+    "exportUsers",
+    "getTask",
+    "getApp",
+    "updateApp",
+    "createGuest",
+];
+
+fn users_map(svc: &UsersService, users: &[crate::users::model::User]) -> Value {
+    let mut m = Map::new();
+    for u in users {
+        m.insert(u.id.clone(), Value::Object(svc.wire(u)));
+    }
+    Value::Object(m)
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Runs one operation with server rights.
+pub async fn dispatch(
+    svc: &UsersService,
+    op: &str,
+    req: OpRequest,
+) -> Result<Map<String, Value>, ApiError> {
+    let server = Caller::Server;
+    let out = match op {
+        "upsertUsers" => {
+            let users = svc.upsert_users(&req.body, &server).await?;
+            json!({ "users": users_map(svc, &users) })
+        }
+        "partialUpdateUsers" => {
+            let users = svc.partial_update_users(&req.body, &server).await?;
+            json!({ "users": users_map(svc, &users) })
+        }
+        "queryUsers" => {
+            let payload = match req.params.get("payload") {
+                Some(p) => serde_json::from_str(p).map_err(|e| {
+                    ApiError::input(format!("payload is not valid JSON: {e}"))
+                        .in_operation("QueryUsers")
+                })?,
+                None => req.body.clone(),
+            };
+            let users = svc.query_users(&payload, &server).await?;
+            json!({ "users": users })
+        }
+        "deleteUser" => {
+            let user = svc
+                .delete_user(
+                    req.id()?,
+                    req.flag("hard_delete"),
+                    req.flag("mark_messages_deleted"),
+                )
+                .await?;
+            json!({ "user": svc.wire(&user) })
+        }
+        "deleteUsers" => json!({ "task_id": svc.delete_users(&req.body).await? }),
+        "restoreUsers" => {
+            svc.restore_users(&req.body).await?;
+            json!({})
+        }
+        "deactivateUser" => {
+            let user = svc.deactivate_user(req.id()?, &req.body).await?;
+            json!({ "user": svc.wire(&user) })
+        }
+        "deactivateUsers" => json!({ "task_id": svc.deactivate_users(&req.body).await? }),
+        "reactivateUser" => {
+            let user = svc.reactivate_user(req.id()?, &req.body).await?;
+            json!({ "user": svc.wire(&user) })
+        }
+        "reactivateUsers" => json!({ "task_id": svc.reactivate_users(&req.body).await? }),
+        "exportUser" => svc.export_user(req.id()?).await?,
+        "exportUsers" => {
+            let base = req.base_url.clone();
+            let task_id = svc
+                .export_users(&req.body, |id| format!("{base}/exports/users/{id}.json"))
+                .await?;
+            json!({ "task_id": task_id })
+        }
+        "getTask" => serde_json::to_value(svc.task(req.id()?).await?)
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        "getApp" => json!({ "app": svc.settings().to_wire(svc.api_key()) }),
+        "updateApp" => {
+            svc.update_app_settings(&req.body).await?;
+            json!({})
+        }
+        "createGuest" => {
+            let (user, token) = svc.create_guest(&req.body).await?;
+            json!({ "access_token": token, "user": svc.wire(&user) })
+        }
+        other => return Err(ApiError::input(format!("unknown operation {other}"))),
+    };
+    Ok(object(out))
+}

@@ -1,0 +1,168 @@
+//! Admin REST routes: each decodes the request into an [`OpRequest`], calls the dispatch
+//! table, and encodes the answer in Stream's envelope. Everything but `/healthz`, `/metrics`
+//! and export downloads (capability URLs) requires the server token.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::ops::{dispatch, OpRequest};
+use crate::auth::Identity;
+use crate::http::{self, Credentials, JsonBody, RateLimiter};
+use crate::protocol::{ApiError, ErrorCode};
+use crate::users::UsersService;
+
+/// What the admin routes share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The users service.
+    pub svc: Arc<UsersService>,
+    /// Prometheus renderer.
+    pub metrics: Option<PrometheusHandle>,
+    /// Becomes true when the gateway shuts down (admin WebSockets close).
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Checks the server token on an admin request: api key, auth type and a server token.
+pub async fn require_server(svc: &UsersService, creds: &Credentials) -> Result<(), ApiError> {
+    match creds.api_key.as_deref() {
+        Some(k) if k == svc.api_key() => {}
+        _ => return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found")),
+    }
+    if !creds
+        .auth_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("jwt"))
+    {
+        return Err(ApiError::new(
+            ErrorCode::AuthFailed,
+            "stream-auth-type must be jwt on the admin listener",
+        ));
+    }
+    let token = creds
+        .token
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "Authorization header is missing"))?;
+    match svc.authenticate(token).await? {
+        Identity::Server => Ok(()),
+        Identity::User { .. } => Err(ApiError::new(
+            ErrorCode::AuthFailed,
+            "user tokens are not accepted on the admin listener",
+        )),
+    }
+}
+
+async fn server_auth(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let query = http::query_map(req.uri().query());
+    let creds = Credentials::from_parts(&query, req.headers());
+    match require_server(&state.svc, &creds).await {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+async fn run(
+    state: &AdminState,
+    op: &'static str,
+    id: Option<String>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: serde_json::Value,
+) -> Response {
+    let started = Instant::now();
+    let req = OpRequest {
+        id,
+        params: http::query_map(uri.query()),
+        body,
+        base_url: base_url(headers),
+    };
+    match dispatch(&state.svc, op, req).await {
+        Ok(out) => http::ok(out, started),
+        Err(e) => e.into_response(),
+    }
+}
+
+macro_rules! op {
+    ($op:literal) => {
+        |State(s): State<AdminState>, uri: Uri, headers: HeaderMap, JsonBody(body): JsonBody| async move {
+            run(&s, $op, None, &uri, &headers, body).await
+        }
+    };
+    ($op:literal, id) => {
+        |State(s): State<AdminState>,
+         Path(id): Path<String>,
+         uri: Uri,
+         headers: HeaderMap,
+         JsonBody(body): JsonBody| async move { run(&s, $op, Some(id), &uri, &headers, body).await }
+    };
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    match &s.metrics {
+        Some(h) => h.render().into_response(),
+        None => "".into_response(),
+    }
+}
+
+async fn export_download(State(s): State<AdminState>, Path(file): Path<String>) -> Response {
+    let started = Instant::now();
+    let id = file.trim_end_matches(".json");
+    match s.svc.export_document(id).await {
+        Ok(serde_json::Value::Object(doc)) => http::ok(doc, started),
+        Ok(_) => ApiError::internal("export is not an object").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The admin router.
+pub fn router(state: AdminState, limiter: Arc<RateLimiter>) -> Router {
+    let authed = Router::new()
+        .route(
+            "/users",
+            post(op!("upsertUsers"))
+                .patch(op!("partialUpdateUsers"))
+                .get(op!("queryUsers")),
+        )
+        .route("/users/delete", post(op!("deleteUsers")))
+        .route("/users/restore", post(op!("restoreUsers")))
+        .route("/users/deactivate", post(op!("deactivateUsers")))
+        .route("/users/reactivate", post(op!("reactivateUsers")))
+        .route("/users/{id}", delete(op!("deleteUser", id)))
+        .route("/users/{id}/deactivate", post(op!("deactivateUser", id)))
+        .route("/users/{id}/reactivate", post(op!("reactivateUser", id)))
+        .route("/users/{id}/export", get(op!("exportUser", id)))
+        .route("/export/users", post(op!("exportUsers")))
+        .route("/tasks/{id}", get(op!("getTask", id)))
+        .route("/app", get(op!("getApp")).patch(op!("updateApp")))
+        .route("/guest", post(op!("createGuest")))
+        .route("/ws", get(super::ws::upgrade))
+        .route_layer(middleware::from_fn_with_state(state.clone(), server_auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/exports/users/{file}", get(export_download))
+        .merge(authed)
+        .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
+        .layer(middleware::from_fn(http::observe))
+        .layer(middleware::from_fn_with_state(limiter, http::rate_limit))
+        .with_state(state)
+}

@@ -1,0 +1,135 @@
+//! Builds the shared state, serves both listeners, and owns shutdown: stop accepting, close
+//! every WebSocket with 1001, wait for them with a deadline, flush the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::rest::AdminState;
+use crate::auth::Secret;
+use crate::config::Config;
+use crate::gateway::GatewayState;
+use crate::http::{BodyLimit, RateLimiter};
+use crate::hub::Hub;
+use crate::store::{SledStore, Store};
+use crate::users::UsersService;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Configuration or credentials.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Socket trouble.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The users service could not start.
+    #[error("users service: {0}")]
+    Service(#[from] crate::protocol::ApiError),
+}
+
+/// Opens the embedded store in the configured data dir.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    Ok(Arc::new(SledStore::open(&config.data_dir.join("db"))?))
+}
+
+/// Serves the gateway on two bound listeners until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    api_key: String,
+    secret: Secret,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let store = open_store(&config)?;
+    let limits = &config.limits;
+    let hub = Arc::new(Hub::new(
+        limits.max_connections,
+        limits.max_connections_per_user,
+        limits.outbound_queue_frames,
+    ));
+    let svc = Arc::new(UsersService::new(store.clone(), hub.clone(), api_key, secret).await?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let admin_state = AdminState {
+        svc: svc.clone(),
+        metrics: crate::telemetry::metrics_handle(),
+        stop: stop_rx.clone(),
+    };
+    let body_limit = axum::Extension(BodyLimit(limits.max_body_bytes));
+    let admin_router = crate::admin::router(
+        admin_state,
+        Arc::new(RateLimiter::new(limits.requests_per_minute)),
+    )
+    .layer(body_limit.clone());
+    let gateway_state = GatewayState::new(svc.clone(), &config, stop_rx.clone());
+    let public_router = crate::gateway::router(
+        gateway_state,
+        Arc::new(RateLimiter::new(limits.requests_per_minute)),
+        &config.cors,
+    )
+    .layer(body_limit);
+
+    tracing::info!(
+        public = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        "chat-gateway serving"
+    );
+    let serve = |listener: TcpListener, router: axum::Router, mut rx: watch::Receiver<bool>| {
+        tokio::spawn(async move {
+            let make = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, make)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    };
+    let public_task = serve(public, public_router, stop_rx.clone());
+    let admin_task = serve(admin, admin_router, stop_rx.clone());
+
+    shutdown.await;
+    tracing::info!("shutting down: closing connections");
+    let _ = stop_tx.send(true);
+    hub.close_all("server shutting down");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limits.shutdown_grace_secs);
+    while hub.live_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = tokio::time::timeout_at(deadline, async {
+        let _ = public_task.await;
+        let _ = admin_task.await;
+    })
+    .await;
+    store.flush().await?;
+    tracing::info!(left = hub.live_connections(), "stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,223 @@
+//! Token verification and minting (HS256 only); nothing else in the gateway knows about JWTs.
+
+use base64::Engine;
+use jsonwebtoken::{decode, Algorithm, DecodingKey, EncodingKey, Validation};
+use serde_json::{json, Map, Value};
+
+use crate::protocol::{ApiError, ErrorCode, Timestamp};
+
+/// The app's signing secret. Never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret's bytes.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A server token: full access to the admin listener.
+    Server,
+    /// A user token.
+    User {
+        /// The `user_id` claim.
+        user_id: String,
+        /// The `iat` claim, seconds.
+        iat: Option<i64>,
+    },
+}
+
+fn auth_error(detail: &str) -> ApiError {
+    ApiError::new(ErrorCode::AuthFailed, format!("JWTAuth error: {detail}"))
+}
+
+/// Verifies a token. With `skip_signature` (app setting `disable_auth_checks`) the signature
+/// is not checked, which is what lets dev tokens in.
+pub fn verify(token: &str, secret: &Secret, skip_signature: bool) -> Result<Identity, ApiError> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(auth_error("token is missing"));
+    }
+    let claims = if skip_signature {
+        unverified_claims(token)?
+    } else {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let key = DecodingKey::from_secret(secret.expose().as_bytes());
+        match decode::<Map<String, Value>>(token, &key, &validation) {
+            Ok(data) => data.claims,
+            Err(e) => {
+                use jsonwebtoken::errors::ErrorKind;
+                return Err(match e.kind() {
+                    ErrorKind::InvalidSignature => ApiError::new(
+                        ErrorCode::TokenSignature,
+                        "JWTAuth error: signature is invalid",
+                    ),
+                    ErrorKind::InvalidAlgorithm => auth_error("only HS256 tokens are accepted"),
+                    _ => auth_error("token is malformed"),
+                });
+            }
+        }
+    };
+    identity_of(&claims)
+}
+
+/// Decodes the payload without checking the signature (only with auth checks disabled).
+/// Accepts both URL-safe base64 (real JWTs) and standard padded base64 (dev tokens).
+fn unverified_claims(token: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(auth_error("token is malformed"));
+    };
+    let decode_part = |p: &str| -> Option<Value> {
+        let p = p.trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(p))
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let header = decode_part(header).ok_or_else(|| auth_error("token is malformed"))?;
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+        return Err(auth_error("only HS256 tokens are accepted"));
+    }
+    match decode_part(payload) {
+        Some(Value::Object(m)) => Ok(m),
+        _ => Err(auth_error("token is malformed")),
+    }
+}
+
+fn int_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| auth_error(&format!("{name} must be an integer"))),
+        Some(_) => Err(auth_error(&format!("{name} must be an integer"))),
+    }
+}
+
+fn identity_of(claims: &Map<String, Value>) -> Result<Identity, ApiError> {
+    let exp = int_claim(claims, "exp")?;
+    let nbf = int_claim(claims, "nbf")?;
+    let iat = int_claim(claims, "iat")?;
+    let now = Timestamp::now().unix();
+    if let Some(exp) = exp {
+        if exp <= now {
+            return Err(ApiError::new(
+                ErrorCode::TokenExpired,
+                "JWTAuth error: token has expired",
+            ));
+        }
+    }
+    if nbf.is_some_and(|nbf| nbf > now) {
+        return Err(ApiError::new(
+            ErrorCode::TokenNotValidYet,
+            "JWTAuth error: token is not valid yet",
+        ));
+    }
+    if iat.is_some_and(|iat| iat > now + 1) {
+        return Err(ApiError::new(
+            ErrorCode::TokenUsedBeforeIssued,
+            "JWTAuth error: token used before issue at (iat)",
+        ));
+    }
+    match (claims.get("server"), claims.get("user_id")) {
+        (Some(Value::Bool(true)), None) => Ok(Identity::Server),
+        (None, Some(Value::String(id))) if !id.is_empty() => Ok(Identity::User {
+            user_id: id.clone(),
+            iat,
+        }),
+        (None, Some(_)) => Err(auth_error("user_id must be a non-empty string")),
+        _ => Err(auth_error("token has neither a user_id nor server claim")),
+    }
+}
+
+/// Mints a server token (`{"server":true}`).
+pub fn server_token(secret: &Secret) -> String {
+    sign(&json!({"server": true}), secret)
+}
+
+/// Mints a user token; `expires_in` seconds from now when given.
+pub fn user_token(user_id: &str, expires_in: Option<i64>, secret: &Secret) -> String {
+    let mut claims = json!({"user_id": user_id});
+    if let Some(secs) = expires_in {
+        claims["exp"] = json!(Timestamp::now().unix() + secs);
+    }
+    sign(&claims, secret)
+}
+
+/// Header of every token minted here, byte-identical to the official SDKs' tokens.
+const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+fn sign(claims: &Value, secret: &Secret) -> String {
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+    let message = format!("{HEADER_B64}.{payload}");
+    let key = EncodingKey::from_secret(secret.expose().as_bytes());
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+        .expect("HS256 signing cannot fail");
+    format!("{message}.{signature}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzZXJ2ZXIiOnRydWV9.O3_wD3p25fBsOrJNqxpY4PRoTcYGCflzvBWDgoUgJ84";
+    const ALICE: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiYWxpY2UifQ.2i5pyyoU1DXmsdnhQS10A6wltbitZY0iDmTPBJfhftc";
+    const DEV: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjoiYWxpY2UifQ==.devtoken";
+
+    #[test]
+    fn spec_examples() {
+        let s = Secret::new("test-secret");
+        assert_eq!(server_token(&s), SERVER);
+        assert_eq!(user_token("alice", None, &s), ALICE);
+        assert_eq!(verify(SERVER, &s, false).unwrap(), Identity::Server);
+        assert_eq!(
+            verify(ALICE, &s, false).unwrap(),
+            Identity::User {
+                user_id: "alice".into(),
+                iat: None
+            }
+        );
+        assert_eq!(verify(DEV, &s, false).unwrap_err().code, ErrorCode::TokenSignature);
+        assert!(matches!(verify(DEV, &s, true).unwrap(), Identity::User { .. }));
+        let wrong = Secret::new("other");
+        assert_eq!(verify(ALICE, &wrong, false).unwrap_err().code, ErrorCode::TokenSignature);
+    }
+
+    #[test]
+    fn claim_checks() {
+        let s = Secret::new("k");
+        let now = Timestamp::now().unix();
+        let t = |c: Value| verify(&sign(&c, &s), &s, false);
+        assert_eq!(t(json!({"user_id":"a","exp":now-5})).unwrap_err().code, ErrorCode::TokenExpired);
+        assert_eq!(t(json!({"user_id":"a","nbf":now+60})).unwrap_err().code, ErrorCode::TokenNotValidYet);
+        assert_eq!(t(json!({"user_id":"a","iat":now+60})).unwrap_err().code, ErrorCode::TokenUsedBeforeIssued);
+        assert_eq!(t(json!({"user_id":42})).unwrap_err().code, ErrorCode::AuthFailed);
+        assert_eq!(t(json!({"user_id":"a","exp":"soon"})).unwrap_err().code, ErrorCode::AuthFailed);
+        let none = format!("{}.{}.", "eyJhbGciOiJub25lIn0", "eyJ1c2VyX2lkIjoiYSJ9");
+        assert_eq!(verify(&none, &s, false).unwrap_err().code, ErrorCode::AuthFailed);
+    }
+}

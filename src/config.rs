@@ -1,0 +1,227 @@
+//! One serde configuration tree: documented defaults (`config/default.toml`), an optional TOML
+//! file, environment overrides, validation, and credentials generated on first start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Secret;
+
+/// The defaults, compiled in so the binary runs with no files around it.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Every setting.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Public listener address.
+    pub public_addr: SocketAddr,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// API key (empty: generated).
+    pub api_key: String,
+    /// API secret (empty: generated). Never logged.
+    pub api_secret: String,
+    /// Default tracing filter.
+    pub log: String,
+    /// Limits.
+    pub limits: Limits,
+    /// CORS.
+    pub cors: Cors,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("public_addr", &self.public_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("data_dir", &self.data_dir)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<redacted>")
+            .field("log", &self.log)
+            .field("limits", &self.limits)
+            .field("cors", &self.cors)
+            .finish()
+    }
+}
+
+/// Limits on everything a client controls (see `config/default.toml` for each meaning).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub handshake_timeout_secs: u64,
+    pub health_check_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_frame_bytes: usize,
+    pub max_message_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub outbound_queue_frames: usize,
+    pub max_write_buffer_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub requests_per_minute: u32,
+    pub connects_per_second_per_ip: u32,
+}
+
+/// Browser access to the public listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cors {
+    /// Allowed origins; `"*"` allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Could not be read or parsed.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range.
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// Credentials file problem.
+    #[error("credentials: {0}")]
+    Credentials(#[from] std::io::Error),
+}
+
+impl Config {
+    /// Defaults, then the file named by `CHAT_GATEWAY_CONFIG` (or `file`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULTS));
+        let env_file = std::env::var_os("CHAT_GATEWAY_CONFIG").map(PathBuf::from);
+        if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("CHAT_GATEWAY_")
+                .ignore(&["CONFIG"])
+                .split("__"),
+        );
+        let config: Config = fig.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults only, with overrides applied by the caller (tests).
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .expect("compiled-in defaults parse")
+    }
+
+    /// Checks values that would make the gateway misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_header_bytes", l.max_header_bytes),
+            ("max_connections", l.max_connections),
+            ("max_connections_per_user", l.max_connections_per_user),
+            ("max_frame_bytes", l.max_frame_bytes),
+            ("max_message_bytes", l.max_message_bytes),
+            ("read_buffer_bytes", l.read_buffer_bytes),
+            ("outbound_queue_frames", l.outbound_queue_frames),
+            ("max_write_buffer_bytes", l.max_write_buffer_bytes),
+            ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
+            ("health_check_interval_secs", l.health_check_interval_secs as usize),
+            ("idle_timeout_secs", l.idle_timeout_secs as usize),
+            ("requests_per_minute", l.requests_per_minute as usize),
+            ("connects_per_second_per_ip", l.connects_per_second_per_ip as usize),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("limits.{name} must be positive")));
+            }
+        }
+        if l.max_frame_bytes > l.max_message_bytes {
+            return Err(ConfigError::Invalid(
+                "limits.max_frame_bytes must not exceed limits.max_message_bytes".into(),
+            ));
+        }
+        if self.api_key.is_empty() != self.api_secret.is_empty() {
+            return Err(ConfigError::Invalid(
+                "set both api_key and api_secret, or neither".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The credentials to run with: configured ones, or those stored in the data dir, or new
+    /// ones generated and stored there (mode 0600). The bool says whether they were generated.
+    pub fn credentials(&self) -> Result<(String, Secret, bool), ConfigError> {
+        if !self.api_key.is_empty() {
+            return Ok((self.api_key.clone(), Secret::new(&self.api_secret), false));
+        }
+        let path = self.data_dir.join("credentials.json");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)?;
+            let stored: StoredCredentials = serde_json::from_str(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            return Ok((stored.api_key, Secret::new(stored.api_secret), false));
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let key = random_text(12);
+        let secret = random_text(48);
+        let body = serde_json::to_string_pretty(&StoredCredentials {
+            api_key: key.clone(),
+            api_secret: secret.clone(),
+        })
+        .expect("credentials encode");
+        write_private(&path, body.as_bytes())?;
+        Ok((key, Secret::new(secret), true))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCredentials {
+    api_key: String,
+    api_secret: String,
+}
+
+fn random_text(len: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), len).to_lowercase()
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_secret_is_redacted() {
+        let mut c = Config::defaults();
+        c.validate().unwrap();
+        assert_eq!(c.public_addr.port(), 4600);
+        assert_eq!(c.admin_addr.port(), 4601);
+        c.api_key = "k".into();
+        c.api_secret = "very-secret-value".into();
+        assert!(!format!("{c:?}").contains("very-secret-value"));
+    }
+}

@@ -1,0 +1,233 @@
+//! What both listeners share at the HTTP edge: Stream's success and error envelopes, the JSON
+//! body reader with its size limit, credential extraction, and per-caller rate limiting with
+//! the `x-ratelimit-*` headers.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+use serde_json::{Map, Value};
+
+use crate::protocol::time::duration_text;
+use crate::protocol::{ApiError, ErrorCode};
+
+/// Largest body a request may carry, put into the request by the listener.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.code == ErrorCode::Internal {
+            tracing::error!(error = %self.detail, "internal error");
+        }
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = serde_json::to_vec(&self.envelope("0.00ms")).expect("envelope encodes");
+        json_response(status, body)
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A success body: the object with `duration` appended.
+pub fn ok(mut body: Map<String, Value>, started: Instant) -> Response {
+    body.insert(
+        "duration".into(),
+        Value::String(duration_text(started.elapsed())),
+    );
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&Value::Object(body)).expect("body encodes"),
+    )
+}
+
+/// A JSON request body, read under the listener's size limit. An empty body reads as `{}`.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or(1 << 20);
+        if let Some(len) = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            if len > limit {
+                return Err(too_big(limit));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| too_big(limit))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Value::Object(Map::new())));
+        }
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::input(format!("invalid JSON body: {e}")))?;
+        Ok(Self(value))
+    }
+}
+
+fn too_big(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooBig,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// The query string as a map (form-decoded: `+` is a space); repeated keys keep the last.
+pub fn query_map(query: Option<&str>) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Credentials a REST request carries.
+pub struct Credentials {
+    /// `api_key` query parameter.
+    pub api_key: Option<String>,
+    /// `Authorization` header (raw JWT).
+    pub token: Option<String>,
+    /// `stream-auth-type` header.
+    pub auth_type: Option<String>,
+}
+
+impl Credentials {
+    /// Reads them from a request's query map and headers.
+    pub fn from_parts(query: &std::collections::HashMap<String, String>, headers: &HeaderMap) -> Self {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // WebSocket clients cannot set headers: they carry the same values as query parameters.
+        Self {
+            api_key: query.get("api_key").cloned(),
+            token: header("authorization")
+                .or_else(|| query.get("authorization").cloned())
+                .filter(|t| !t.is_empty() && t != "undefined" && t != "null"),
+            auth_type: header("stream-auth-type")
+                .or_else(|| query.get("stream-auth-type").cloned()),
+        }
+    }
+}
+
+/// A fixed-window per-caller rate limiter.
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: DashMap<String, (u64, u32)>,
+}
+
+/// The state of one caller's window after a request.
+pub struct RateState {
+    /// Allowed requests per window.
+    pub limit: u32,
+    /// Left in this window.
+    pub remaining: u32,
+    /// When the window resets, unix seconds.
+    pub reset: u64,
+    /// Whether this request is over the limit.
+    pub exceeded: bool,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_minute` requests per caller per minute.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            windows: DashMap::new(),
+        }
+    }
+
+    /// Counts one request of `key`.
+    pub fn hit(&self, key: &str) -> RateState {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let window = now / 60;
+        if self.windows.len() > 100_000 {
+            self.windows.retain(|_, (w, _)| *w == window);
+        }
+        let mut entry = self.windows.entry(key.to_owned()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        let used = entry.1;
+        RateState {
+            limit: self.per_minute,
+            remaining: self.per_minute.saturating_sub(used),
+            reset: (window + 1) * 60,
+            exceeded: used > self.per_minute,
+        }
+    }
+}
+
+/// Middleware: counts the request against its caller (the `Authorization` header, or the
+/// peer address) and adds the `x-ratelimit-*` headers; over the limit answers 429, code 9.
+pub async fn rate_limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let key = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            req.extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        })
+        .unwrap_or_default();
+    let state = limiter.hit(&key);
+    let mut resp = if state.exceeded {
+        ApiError::new(ErrorCode::RateLimited, "Too many requests, check response headers")
+            .into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert("x-ratelimit-limit", HeaderValue::from(state.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(state.remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(state.reset));
+    resp
+}
+
+/// Middleware: records request latency per route.
+pub async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    metrics::histogram!("http_request_seconds", "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
+    resp
+}

@@ -1,0 +1,151 @@
+//! The storage boundary: a domain-level async [`Store`] trait that the users service calls,
+//! and its implementations (sled, embedded, the default).
+//!
+//! Every multi-key change that must be atomic — a batch of users with their username index
+//! entries and tombstones — is one [`Store::apply_user_batch`] call, and a call returns only
+//! once the change is durable. Rule checks that must hold across concurrent writers (a
+//! username claimed by exactly one user, a deleted id never reused, a user unchanged since it
+//! was read) are evaluated inside that call, so a shared backend serving several gateway nodes
+//! can enforce them the same way.
+
+pub mod sled_store;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::protocol::Timestamp;
+use crate::users::model::User;
+use crate::users::query::UserQuery;
+
+pub use sled_store::SledStore;
+
+/// A user as stored, with the version its next conditional write must name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredUser {
+    /// Bumped by the store on every write of this user.
+    pub version: u64,
+    /// The user.
+    pub user: User,
+}
+
+/// What a conditional write expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No user with this id, and no tombstone.
+    Absent,
+    /// The user at exactly this version.
+    Version(u64),
+}
+
+/// A username scope to check for a new collision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameScope {
+    /// Across the whole app.
+    App,
+    /// Among the members of one team.
+    Team(String),
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone)]
+pub enum UserChange {
+    /// Write the user (create or replace).
+    Put {
+        /// The new state.
+        user: User,
+        /// What must be stored now.
+        expect: Expect,
+        /// Scopes in which the user's name must not be held by any other active user
+        /// once the earlier changes of the batch are applied.
+        check_names: Vec<NameScope>,
+        /// Also record a permanent tombstone of the id (pruning delete).
+        tombstone: bool,
+    },
+    /// Erase the user and leave only a tombstone (hard delete).
+    Erase {
+        /// The id.
+        id: String,
+        /// What must be stored now.
+        expect: Expect,
+        /// When it was deleted.
+        deleted_at: Timestamp,
+    },
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A user changed between read and write; the caller re-reads and retries.
+    #[error("user {0} changed concurrently")]
+    Conflict(String),
+    /// The id was deleted and can never be used again.
+    #[error("the user {0} was deleted")]
+    Tombstoned(String),
+    /// A name check of the batch failed.
+    #[error("username '{name}' already exists")]
+    NameTaken {
+        /// The name as the writer gave it.
+        name: String,
+        /// The first team in which it collides, in team mode.
+        team: Option<String>,
+    },
+    /// The backend failed.
+    #[error("storage backend: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// A persisted batch task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// A uuid v4.
+    pub task_id: String,
+    /// `pending`, `running`, `completed` or `failed`.
+    pub status: String,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last status change.
+    pub updated_at: Timestamp,
+    /// The result, once completed.
+    #[serde(default)]
+    pub result: Map<String, Value>,
+    /// The error, once failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+/// The storage a gateway node runs on.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One user, deleted or not.
+    async fn get_user(&self, id: &str) -> Result<Option<StoredUser>, StoreError>;
+    /// Whether the id carries a tombstone.
+    async fn is_tombstoned(&self, id: &str) -> Result<bool, StoreError>;
+    /// Applies every change or none, checking each change's expectations and name scopes
+    /// in order; returns once the batch is durable.
+    async fn apply_user_batch(&self, changes: Vec<UserChange>) -> Result<(), StoreError>;
+    /// Records a user's last activity. Not a rule-bearing write: it may be lost in a crash.
+    async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Users matching a query (filter, sort, paging), never soft-deleted ones.
+    async fn query_users(&self, query: &UserQuery) -> Result<Vec<User>, StoreError>;
+    /// Ids of other active users holding a name in the given scope (for tests and audits).
+    async fn name_holders(&self, name: &str, scope: &NameScope)
+        -> Result<Vec<String>, StoreError>;
+    /// The app settings object.
+    async fn app_settings(&self) -> Result<Map<String, Value>, StoreError>;
+    /// Replaces the app settings object, durably.
+    async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError>;
+    /// Creates or replaces a task, durably.
+    async fn put_task(&self, task: &Task) -> Result<(), StoreError>;
+    /// One task.
+    async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// Stores an export document, durably.
+    async fn put_export(&self, id: &str, doc: &Value) -> Result<(), StoreError>;
+    /// One export document.
+    async fn get_export(&self, id: &str) -> Result<Option<Value>, StoreError>;
+    /// Makes everything written so far durable (on shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,419 @@
+//! The embedded sled store.
+//!
+//! Trees and key layouts:
+//! - `userid_user`: user id → JSON [`StoredUser`] (version + user).
+//! - `username_userids`: `a\0<normal form>` (app scope) or `t\0<team>\0<normal form>` (team
+//!   scope) → JSON array of the ids of active users holding that name there. Kept for every
+//!   user whatever the enforcement setting, so switching enforcement on is instant.
+//! - `userid_tombstone`: user id → deletion time; permanent.
+//! - `userid_lastactive`: user id → last activity (not part of the user's version).
+//! - `settings`: `app` → JSON app settings.
+//! - `taskid_task`: task id → JSON [`Task`].
+//! - `exportid_export`: export id → JSON document.
+//! - `meta`: `schema_version` → u32 big-endian.
+//!
+//! A batch is one sled transaction over the user, username and tombstone trees (sled runs
+//! transactions under its global concurrency lock, so they are serialisable), followed by a
+//! flush; concurrent writers share flushes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::{Expect, NameScope, Store, StoreError, StoredUser, Task, UserChange};
+use crate::protocol::Timestamp;
+use crate::users::model::User;
+use crate::users::query::UserQuery;
+use crate::users::username::normalise;
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A sled database holding every tree of the gateway.
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    users: sled::Tree,
+    names: sled::Tree,
+    tombstones: sled::Tree,
+    last_active: sled::Tree,
+    settings: sled::Tree,
+    tasks: sled::Tree,
+    exports: sled::Tree,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(backend)?;
+        let meta = db.open_tree("meta").map_err(backend)?;
+        match meta.get("schema_version").map_err(backend)? {
+            None => {
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(backend)?;
+            }
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("schema_version".into()))?,
+                );
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Backend(format!(
+                        "data dir has schema version {found}, this build knows {SCHEMA_VERSION}"
+                    )));
+                }
+                // Migrations from older versions go here, numbered.
+            }
+        }
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let inner = Inner {
+            users: tree("userid_user")?,
+            names: tree("username_userids")?,
+            tombstones: tree("userid_tombstone")?,
+            last_active: tree("userid_lastactive")?,
+            settings: tree("settings")?,
+            tasks: tree("taskid_task")?,
+            exports: tree("exportid_export")?,
+            db,
+        };
+        inner.db.flush().map_err(backend)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    async fn durable(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.inner.db.flush_async().await.map_err(backend)?;
+        metrics::histogram!("store_flush_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn decode_user(&self, bytes: &[u8]) -> Result<StoredUser, StoreError> {
+        let mut stored: StoredUser =
+            serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Some(t) = self
+            .inner
+            .last_active
+            .get(stored.user.id.as_bytes())
+            .map_err(backend)?
+        {
+            if let Some(t) = std::str::from_utf8(&t).ok().and_then(Timestamp::parse) {
+                if stored.user.last_active.is_none_or(|old| old < t) {
+                    stored.user.last_active = Some(t);
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(backend)?
+    }
+}
+
+/// The username index keys an active user occupies.
+pub fn name_keys(user: &User) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    if !user.is_active() {
+        return keys;
+    }
+    let Some(norm) = user.name.as_deref().map(normalise) else {
+        return keys;
+    };
+    if norm.is_empty() {
+        return keys;
+    }
+    keys.push(app_key(&norm));
+    for team in &user.teams {
+        keys.push(team_key(team, &norm));
+    }
+    keys
+}
+
+fn app_key(norm: &str) -> Vec<u8> {
+    let mut k = b"a\0".to_vec();
+    k.extend_from_slice(norm.as_bytes());
+    k
+}
+
+fn team_key(team: &str, norm: &str) -> Vec<u8> {
+    let mut k = b"t\0".to_vec();
+    k.extend_from_slice(team.as_bytes());
+    k.push(0);
+    k.extend_from_slice(norm.as_bytes());
+    k
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn read_holders(names: &TransactionalTree, key: &[u8]) -> TxResult<Vec<String>> {
+    match names.get(key)? {
+        None => Ok(Vec::new()),
+        Some(v) => serde_json::from_slice(&v)
+            .or_else(|e| abort(StoreError::Corrupt(format!("username index: {e}")))),
+    }
+}
+
+fn write_holders(names: &TransactionalTree, key: &[u8], ids: &[String]) -> TxResult<()> {
+    if ids.is_empty() {
+        names.remove(key)?;
+    } else {
+        let bytes = serde_json::to_vec(ids).expect("string list encodes");
+        names.insert(key, bytes)?;
+    }
+    Ok(())
+}
+
+fn check_expect(users: &TransactionalTree, id: &str, expect: Expect) -> TxResult<Option<User>> {
+    let current = match users.get(id.as_bytes())? {
+        None => None,
+        Some(bytes) => Some(
+            serde_json::from_slice::<StoredUser>(&bytes)
+                .or_else(|e| abort(StoreError::Corrupt(e.to_string())))?,
+        ),
+    };
+    match (expect, &current) {
+        (Expect::Absent, None) => Ok(None),
+        (Expect::Version(v), Some(s)) if s.version == v => Ok(Some(s.user.clone())),
+        _ => abort(StoreError::Conflict(id.to_owned())),
+    }
+}
+
+fn apply_change(
+    users: &TransactionalTree,
+    names: &TransactionalTree,
+    tombstones: &TransactionalTree,
+    change: &UserChange,
+) -> TxResult<()> {
+    let (id, expect) = match change {
+        UserChange::Put { user, expect, .. } => (user.id.as_str(), *expect),
+        UserChange::Erase { id, expect, .. } => (id.as_str(), *expect),
+    };
+    let old = check_expect(users, id, expect)?;
+    if expect == Expect::Absent && tombstones.get(id.as_bytes())?.is_some() {
+        return abort(StoreError::Tombstoned(id.to_owned()));
+    }
+    let old_version = match expect {
+        Expect::Absent => 0,
+        Expect::Version(v) => v,
+    };
+    // Release the names the old state held.
+    if let Some(old) = &old {
+        for key in name_keys(old) {
+            let mut ids = read_holders(names, &key)?;
+            ids.retain(|x| x != id);
+            write_holders(names, &key, &ids)?;
+        }
+    }
+    match change {
+        UserChange::Erase { deleted_at, .. } => {
+            users.remove(id.as_bytes())?;
+            tombstones.insert(id.as_bytes(), deleted_at.to_wire().as_bytes())?;
+        }
+        UserChange::Put {
+            user,
+            check_names,
+            tombstone,
+            ..
+        } => {
+            if let Some(norm) = user.name.as_deref().map(normalise) {
+                if !norm.is_empty() && user.is_active() {
+                    for scope in check_names {
+                        let (key, team) = match scope {
+                            NameScope::App => (app_key(&norm), None),
+                            NameScope::Team(t) => (team_key(t, &norm), Some(t.clone())),
+                        };
+                        if read_holders(names, &key)?.iter().any(|x| x != id) {
+                            return abort(StoreError::NameTaken {
+                                name: user.name.clone().unwrap_or_default(),
+                                team,
+                            });
+                        }
+                    }
+                }
+            }
+            for key in name_keys(user) {
+                let mut ids = read_holders(names, &key)?;
+                if !ids.iter().any(|x| x == id) {
+                    ids.push(id.to_owned());
+                }
+                write_holders(names, &key, &ids)?;
+            }
+            let stored = StoredUser {
+                version: old_version + 1,
+                user: user.clone(),
+            };
+            let bytes = serde_json::to_vec(&stored).expect("user encodes");
+            users.insert(id.as_bytes(), bytes)?;
+            if *tombstone {
+                let at = user.deleted_at.unwrap_or_else(Timestamp::now);
+                tombstones.insert(id.as_bytes(), at.to_wire().as_bytes())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn get_user(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
+        match self.inner.users.get(id.as_bytes()).map_err(backend)? {
+            None => Ok(None),
+            Some(bytes) => self.decode_user(&bytes).map(Some),
+        }
+    }
+
+    async fn is_tombstoned(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner
+            .tombstones
+            .contains_key(id.as_bytes())
+            .map_err(backend)
+    }
+
+    async fn apply_user_batch(&self, changes: Vec<UserChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |inner| {
+            (&inner.users, &inner.names, &inner.tombstones)
+                .transaction(|(users, names, tombstones)| {
+                    for change in &changes {
+                        apply_change(users, names, tombstones, change)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => backend(e),
+                })
+        })
+        .await?;
+        self.durable().await
+    }
+
+    async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.inner
+            .last_active
+            .insert(id.as_bytes(), at.to_wire().as_bytes())
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn query_users(&self, query: &UserQuery) -> Result<Vec<User>, StoreError> {
+        let query = query.clone();
+        let this = self.clone();
+        self.blocking(move |inner| {
+            let mut matched = Vec::new();
+            for item in inner.users.iter() {
+                let (_, bytes) = item.map_err(backend)?;
+                let user = this.decode_user(&bytes)?.user;
+                if query.admits(&user) {
+                    matched.push(user);
+                }
+            }
+            Ok(query.sort_and_page(matched))
+        })
+        .await
+    }
+
+    async fn name_holders(
+        &self,
+        name: &str,
+        scope: &NameScope,
+    ) -> Result<Vec<String>, StoreError> {
+        let norm = normalise(name);
+        let key = match scope {
+            NameScope::App => app_key(&norm),
+            NameScope::Team(t) => team_key(t, &norm),
+        };
+        match self.inner.names.get(key).map_err(backend)? {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    async fn app_settings(&self) -> Result<Map<String, Value>, StoreError> {
+        match self.inner.settings.get("app").map_err(backend)? {
+            None => Ok(Map::new()),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(settings).expect("settings encode");
+        self.inner
+            .settings
+            .insert("app", bytes)
+            .map_err(backend)?;
+        self.durable().await
+    }
+
+    async fn put_task(&self, task: &Task) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(task).expect("task encodes");
+        self.inner
+            .tasks
+            .insert(task.task_id.as_bytes(), bytes)
+            .map_err(backend)?;
+        self.durable().await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        match self.inner.tasks.get(id.as_bytes()).map_err(backend)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    async fn put_export(&self, id: &str, doc: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(doc).expect("export encodes");
+        self.inner
+            .exports
+            .insert(id.as_bytes(), bytes)
+            .map_err(backend)?;
+        self.durable().await
+    }
+
+    async fn get_export(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        match self.inner.exports.get(id.as_bytes()).map_err(backend)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.durable().await
+    }
+}

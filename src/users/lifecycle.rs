@@ -1,0 +1,461 @@
+//! Delete (soft, pruning, hard), deactivate, reactivate, restore and GDPR export, one at a time
+//! and as batch tasks. Batch forms mark every user synchronously, in one atomic store batch,
+//! and persist a completed task before its id is returned.
+
+use serde_json::{json, Map, Value};
+
+use crate::protocol::{ApiError, ErrorCode, Timestamp};
+use crate::store::{Expect, Task, UserChange};
+use crate::users::model::{validate_id, User};
+use crate::users::service::{deleted, missing, name_checks, store_error, UsersService, MAX_BATCH};
+
+/// Most users in one export task.
+pub const MAX_EXPORT: usize = 25;
+
+/// How a user is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Marked deleted, data kept, restorable.
+    Soft,
+    /// Marked deleted, personal fields nulled, id tombstoned.
+    Pruning,
+    /// Erased; only a tombstone of the id stays.
+    Hard,
+}
+
+impl DeleteMode {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "soft" => Some(Self::Soft),
+            "pruning" => Some(Self::Pruning),
+            "hard" => Some(Self::Hard),
+            _ => None,
+        }
+    }
+}
+
+fn ids_of(body: &Value, max: usize) -> Result<Vec<String>, ApiError> {
+    let arr = body
+        .get("user_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::input("user_ids is a required field"))?;
+    if arr.is_empty() || arr.len() > max {
+        return Err(ApiError::input(format!(
+            "user_ids must contain between 1 and {max} items"
+        )));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(arr.len());
+    for v in arr {
+        let id = v
+            .as_str()
+            .ok_or_else(|| ApiError::input("user_ids must be strings"))?;
+        validate_id(id)?;
+        if !ids.iter().any(|x| x == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+fn opt_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::input(format!("{key} must be a string"))),
+    }
+}
+
+impl UsersService {
+    /// Builds the change that deletes `stored` in `mode`.
+    fn delete_change(
+        &self,
+        stored: crate::store::StoredUser,
+        mode: DeleteMode,
+        now: Timestamp,
+    ) -> (UserChange, User) {
+        let mut user = stored.user;
+        user.deleted_at = Some(now);
+        user.updated_at = now;
+        let expect = Expect::Version(stored.version);
+        match mode {
+            DeleteMode::Hard => (
+                UserChange::Erase {
+                    id: user.id.clone(),
+                    expect,
+                    deleted_at: now,
+                },
+                user,
+            ),
+            DeleteMode::Soft | DeleteMode::Pruning => {
+                let tombstone = mode == DeleteMode::Pruning;
+                if tombstone {
+                    user.name = None;
+                    user.image = None;
+                    user.custom = Map::new();
+                }
+                let change = UserChange::Put {
+                    user: user.clone(),
+                    expect,
+                    check_names: Vec::new(),
+                    tombstone,
+                };
+                (change, user)
+            }
+        }
+    }
+
+    /// `DELETE /users/{id}`.
+    pub async fn delete_user(
+        &self,
+        id: &str,
+        hard: bool,
+        mark_messages_deleted: bool,
+    ) -> Result<User, ApiError> {
+        let op = "DeleteUser";
+        validate_id(id).map_err(|e| e.in_operation(op))?;
+        let mode = if hard { DeleteMode::Hard } else { DeleteMode::Soft };
+        let now = Timestamp::now();
+        let user = self
+            .write_cycle(|svc| {
+                Box::pin(async move {
+                    let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                    if stored.user.deleted_at.is_some() && mode == DeleteMode::Soft {
+                        return Err(deleted(id));
+                    }
+                    let (change, user) = svc.delete_change(stored, mode, now);
+                    Ok((vec![change], user))
+                })
+            })
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        self.hub.user_deleted(&user, hard, mark_messages_deleted);
+        Ok(user)
+    }
+
+    /// `POST /users/delete`: a batch delete as a task.
+    pub async fn delete_users(&self, body: &Value) -> Result<String, ApiError> {
+        let op = "DeleteUsers";
+        let run = async {
+            let ids = ids_of(body, MAX_BATCH)?;
+            let mode = opt_str(body, "user")?
+                .map(|s| {
+                    DeleteMode::parse(s)
+                        .ok_or_else(|| ApiError::input("user must be one of [soft pruning hard]"))
+                })
+                .transpose()?
+                .unwrap_or(DeleteMode::Soft);
+            let messages = opt_str(body, "messages")?;
+            if messages.is_some_and(|m| DeleteMode::parse(m).is_none()) {
+                return Err(ApiError::input("messages must be one of [soft pruning hard]"));
+            }
+            let conversations = opt_str(body, "conversations")?;
+            if conversations.is_some_and(|c| c != "soft" && c != "hard") {
+                return Err(ApiError::input("conversations must be one of [soft hard]"));
+            }
+            if mode == DeleteMode::Hard
+                && (messages.is_some_and(|m| m != "hard")
+                    || conversations.is_some_and(|c| c != "hard"))
+            {
+                return Err(ApiError::input(
+                    "hard user deletion requires hard messages and conversations deletion",
+                ));
+            }
+            let now = Timestamp::now();
+            let (users, result) = self
+                .write_cycle(|svc| {
+                    let ids = &ids;
+                    Box::pin(async move {
+                        let mut changes = Vec::new();
+                        let mut users = Vec::new();
+                        let mut result = Map::new();
+                        for id in ids {
+                            match svc.load(id).await? {
+                                None => {
+                                    result.insert(id.clone(), json!({"status": "error", "error": format!("user {id} does not exist")}));
+                                }
+                                Some(s) if s.user.deleted_at.is_some() && mode != DeleteMode::Hard => {
+                                    result.insert(id.clone(), json!({"status": "ok"}));
+                                }
+                                Some(s) => {
+                                    let (change, user) = svc.delete_change(s, mode, now);
+                                    changes.push(change);
+                                    users.push(user);
+                                    result.insert(id.clone(), json!({"status": "ok"}));
+                                }
+                            }
+                        }
+                        Ok((changes, (users, result)))
+                    })
+                })
+                .await?;
+            for u in &users {
+                self.hub.user_deleted(u, mode == DeleteMode::Hard, false);
+            }
+            Ok(result)
+        };
+        let result = run.await.map_err(|e| e.in_operation(op))?;
+        self.completed_task(result).await
+    }
+
+    /// `POST /users/restore`: soft-deleted users come back, all or nothing.
+    pub async fn restore_users(&self, body: &Value) -> Result<(), ApiError> {
+        let op = "RestoreUsers";
+        let ids = ids_of(body, MAX_BATCH).map_err(|e| e.in_operation(op))?;
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let users = self
+            .write_cycle(|svc| {
+                let ids = &ids;
+                Box::pin(async move {
+                    let mut changes = Vec::new();
+                    let mut users = Vec::new();
+                    for id in ids {
+                        if svc.store.is_tombstoned(id).await.map_err(store_error)? {
+                            return Err(deleted(id));
+                        }
+                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                        if stored.user.deleted_at.is_none() {
+                            return Err(ApiError::input(format!("user {id} is not deleted")));
+                        }
+                        let old = stored.user;
+                        let mut user = old.clone();
+                        user.deleted_at = None;
+                        user.updated_at = now;
+                        let check_names = name_checks(mode, Some(&old), &user);
+                        users.push(user.clone());
+                        changes.push(UserChange::Put {
+                            user,
+                            expect: Expect::Version(stored.version),
+                            check_names,
+                            tombstone: false,
+                        });
+                    }
+                    Ok((changes, users))
+                })
+            })
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        for u in &users {
+            self.hub.user_updated(u);
+        }
+        Ok(())
+    }
+
+    async fn creator(&self, body: &Value) -> Result<Option<User>, ApiError> {
+        match opt_str(body, "created_by_id")? {
+            None => Ok(None),
+            Some(id) => Ok(self.load(id).await?.map(|s| s.user)),
+        }
+    }
+
+    /// Deactivates users, in one batch.
+    async fn deactivate(&self, ids: &[String], body: &Value) -> Result<Vec<User>, ApiError> {
+        let now = Timestamp::now();
+        let users = self
+            .write_cycle(|svc| {
+                Box::pin(async move {
+                    let mut changes = Vec::new();
+                    let mut users = Vec::new();
+                    for id in ids {
+                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                        if stored.user.deleted_at.is_some() {
+                            return Err(deleted(id));
+                        }
+                        let mut user = stored.user;
+                        if user.deactivated_at.is_none() {
+                            user.deactivated_at = Some(now);
+                            user.updated_at = now;
+                            changes.push(UserChange::Put {
+                                user: user.clone(),
+                                expect: Expect::Version(stored.version),
+                                check_names: Vec::new(),
+                                tombstone: false,
+                            });
+                        }
+                        users.push(user);
+                    }
+                    Ok((changes, users))
+                })
+            })
+            .await?;
+        let by = self.creator(body).await?;
+        for u in &users {
+            self.hub.user_deactivated(u, by.as_ref());
+        }
+        Ok(users)
+    }
+
+    /// `POST /users/{id}/deactivate`.
+    pub async fn deactivate_user(&self, id: &str, body: &Value) -> Result<User, ApiError> {
+        let op = "DeactivateUser";
+        validate_id(id).map_err(|e| e.in_operation(op))?;
+        let mut users = self
+            .deactivate(&[id.to_owned()], body)
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        Ok(users.remove(0))
+    }
+
+    /// `POST /users/deactivate`: a batch as a task.
+    pub async fn deactivate_users(&self, body: &Value) -> Result<String, ApiError> {
+        let op = "DeactivateUsers";
+        let ids = ids_of(body, MAX_BATCH).map_err(|e| e.in_operation(op))?;
+        let users = self
+            .deactivate(&ids, body)
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        let list: Vec<Value> = users.iter().map(|u| Value::Object(self.wire(u))).collect();
+        let mut result = Map::new();
+        result.insert("users".into(), Value::Array(list));
+        self.completed_task(result).await
+    }
+
+    /// Reactivates users, in one batch; `name` renames a single user on the way back.
+    async fn reactivate(
+        &self,
+        ids: &[String],
+        name: Option<&str>,
+        body: &Value,
+    ) -> Result<Vec<User>, ApiError> {
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let users = self
+            .write_cycle(|svc| {
+                Box::pin(async move {
+                    let mut changes = Vec::new();
+                    let mut users = Vec::new();
+                    for id in ids {
+                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                        if stored.user.deleted_at.is_some() {
+                            return Err(deleted(id));
+                        }
+                        if stored.user.deactivated_at.is_none() {
+                            return Err(ApiError::input(format!("user {id} is not deactivated")));
+                        }
+                        let old = stored.user;
+                        let mut user = old.clone();
+                        user.deactivated_at = None;
+                        user.updated_at = now;
+                        if let Some(n) = name {
+                            user.name = Some(n.to_owned());
+                        }
+                        let check_names = name_checks(mode, Some(&old), &user);
+                        users.push(user.clone());
+                        changes.push(UserChange::Put {
+                            user,
+                            expect: Expect::Version(stored.version),
+                            check_names,
+                            tombstone: false,
+                        });
+                    }
+                    Ok((changes, users))
+                })
+            })
+            .await?;
+        let by = self.creator(body).await?;
+        for u in &users {
+            self.hub.user_reactivated(u, by.as_ref());
+        }
+        Ok(users)
+    }
+
+    /// `POST /users/{id}/reactivate`.
+    pub async fn reactivate_user(&self, id: &str, body: &Value) -> Result<User, ApiError> {
+        let op = "ReactivateUser";
+        validate_id(id).map_err(|e| e.in_operation(op))?;
+        let name = opt_str(body, "name").map_err(|e| e.in_operation(op))?;
+        let mut users = self
+            .reactivate(&[id.to_owned()], name, body)
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        Ok(users.remove(0))
+    }
+
+    /// `POST /users/reactivate`: a batch as a task.
+    pub async fn reactivate_users(&self, body: &Value) -> Result<String, ApiError> {
+        let op = "ReactivateUsers";
+        let ids = ids_of(body, MAX_BATCH).map_err(|e| e.in_operation(op))?;
+        let users = self
+            .reactivate(&ids, None, body)
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        let list: Vec<Value> = users.iter().map(|u| Value::Object(self.wire(u))).collect();
+        let mut result = Map::new();
+        result.insert("users".into(), Value::Array(list));
+        self.completed_task(result).await
+    }
+
+    /// `GET /users/{id}/export`.
+    pub async fn export_user(&self, id: &str) -> Result<Value, ApiError> {
+        let op = "ExportUser";
+        validate_id(id).map_err(|e| e.in_operation(op))?;
+        let stored = self
+            .load(id)
+            .await
+            .map_err(|e| e.in_operation(op))?
+            .ok_or_else(|| missing(id).in_operation(op))?;
+        Ok(json!({"user": self.wire(&stored.user), "messages": [], "reactions": []}))
+    }
+
+    /// `POST /export/users`: exports up to 25 users; the task result holds a URL, built by
+    /// `url_of` from the export id, that serves the document.
+    pub async fn export_users(
+        &self,
+        body: &Value,
+        url_of: impl Fn(&str) -> String,
+    ) -> Result<String, ApiError> {
+        let op = "ExportUsers";
+        let ids = ids_of(body, MAX_EXPORT).map_err(|e| e.in_operation(op))?;
+        let mut users = Vec::new();
+        for id in &ids {
+            if let Some(s) = self.load(id).await.map_err(|e| e.in_operation(op))? {
+                users.push(json!({"user": self.wire(&s.user), "messages": [], "reactions": []}));
+            }
+        }
+        let export_id = uuid::Uuid::new_v4().to_string();
+        let doc = json!({"users": users});
+        self.store
+            .put_export(&export_id, &doc)
+            .await
+            .map_err(|e| store_error(e).in_operation(op))?;
+        let mut result = Map::new();
+        result.insert("url".into(), Value::String(url_of(&export_id)));
+        self.completed_task(result).await
+    }
+
+    /// An export document.
+    pub async fn export_document(&self, id: &str) -> Result<Value, ApiError> {
+        self.store
+            .get_export(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::new(ErrorCode::DoesNotExist, "export does not exist"))
+    }
+
+    /// `GET /tasks/{id}`.
+    pub async fn task(&self, id: &str) -> Result<Task, ApiError> {
+        self.store
+            .get_task(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::DoesNotExist, format!("task {id} does not exist"))
+                    .in_operation("GetTask")
+            })
+    }
+
+    async fn completed_task(&self, result: Map<String, Value>) -> Result<String, ApiError> {
+        let now = Timestamp::now();
+        let task = Task {
+            task_id: uuid::Uuid::new_v4().to_string(),
+            status: "completed".into(),
+            created_at: now,
+            updated_at: now,
+            result,
+            error: None,
+        };
+        self.store.put_task(&task).await.map_err(store_error)?;
+        Ok(task.task_id)
+    }
+}

@@ -1,0 +1,447 @@
+//! The user object: built-in, server-owned and custom fields, validation of what clients
+//! and back ends send, and the flat JSON form returned on the wire.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::protocol::{ApiError, ErrorCode, Timestamp};
+
+/// Largest custom-data size (its JSON encoding) a user may carry.
+pub const MAX_CUSTOM_BYTES: usize = 5 * 1024;
+/// Most teams a user may belong to.
+pub const MAX_TEAMS: usize = 250;
+/// Longest team name, in bytes.
+pub const MAX_TEAM_BYTES: usize = 100;
+/// Longest user id, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Fields a client or back end may set directly.
+pub const BUILT_IN_FIELDS: &[&str] = &[
+    "role",
+    "teams",
+    "teams_role",
+    "name",
+    "image",
+    "language",
+    "invisible",
+    "privacy_settings",
+    "push_preferences",
+];
+
+/// Fields only the gateway writes.
+pub const SERVER_OWNED_FIELDS: &[&str] = &[
+    "created_at",
+    "updated_at",
+    "last_active",
+    "online",
+    "banned",
+    "deactivated_at",
+    "deleted_at",
+    "revoke_tokens_issued_before",
+    "devices",
+    "mutes",
+    "channel_mutes",
+    "blocked_user_ids",
+    "unread_count",
+    "total_unread_count",
+    "unread_channels",
+    "unread_threads",
+];
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// The id, `[@A-Za-z0-9_-]{1,255}`.
+    pub id: String,
+    /// Role: `user`, `admin`, `guest`, `anonymous` or a custom role.
+    pub role: String,
+    /// Teams the user belongs to, in the order given.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Role per team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams_role: Option<BTreeMap<String, String>>,
+    /// Display name; the field unique usernames are checked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Avatar URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Language code.
+    #[serde(default)]
+    pub language: String,
+    /// Appears offline to others.
+    #[serde(default)]
+    pub invisible: bool,
+    /// Opaque privacy settings object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_settings: Option<Value>,
+    /// Opaque push preferences object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_preferences: Option<Value>,
+    /// When the user was created.
+    pub created_at: Timestamp,
+    /// When the user last changed.
+    pub updated_at: Timestamp,
+    /// Last connect or last disconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active: Option<Timestamp>,
+    /// Banned flag (never set by this gateway, kept for the wire).
+    #[serde(default)]
+    pub banned: bool,
+    /// Set while deactivated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<Timestamp>,
+    /// Set once deleted (soft or pruning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Timestamp>,
+    /// Tokens of this user issued before this instant (or without `iat`) are revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_tokens_issued_before: Option<Timestamp>,
+    /// Everything else, stored as given.
+    #[serde(default)]
+    pub custom: Map<String, Value>,
+}
+
+impl User {
+    /// A fresh user with default built-ins.
+    pub fn new(id: &str, now: Timestamp) -> Self {
+        Self {
+            id: id.to_owned(),
+            role: "user".to_owned(),
+            teams: Vec::new(),
+            teams_role: None,
+            name: None,
+            image: None,
+            language: String::new(),
+            invisible: false,
+            privacy_settings: None,
+            push_preferences: None,
+            created_at: now,
+            updated_at: now,
+            last_active: None,
+            banned: false,
+            deactivated_at: None,
+            deleted_at: None,
+            revoke_tokens_issued_before: None,
+            custom: Map::new(),
+        }
+    }
+
+    /// Whether the user holds its name for unique-username purposes.
+    pub fn is_active(&self) -> bool {
+        self.deactivated_at.is_none() && self.deleted_at.is_none()
+    }
+
+    /// The flat wire form: built-ins, server-owned fields, then custom fields at the top level.
+    pub fn to_wire(&self, online: bool) -> Map<String, Value> {
+        let mut m = self.settable_fields();
+        m.insert("created_at".into(), ts(self.created_at));
+        m.insert("updated_at".into(), ts(self.updated_at));
+        if let Some(t) = self.last_active {
+            m.insert("last_active".into(), ts(t));
+        }
+        m.insert("banned".into(), Value::Bool(self.banned));
+        m.insert("online".into(), Value::Bool(online));
+        if let Some(t) = self.deactivated_at {
+            m.insert("deactivated_at".into(), ts(t));
+        }
+        if let Some(t) = self.deleted_at {
+            m.insert("deleted_at".into(), ts(t));
+        }
+        if let Some(t) = self.revoke_tokens_issued_before {
+            m.insert("revoke_tokens_issued_before".into(), ts(t));
+        }
+        m
+    }
+
+    /// The `me` object of a connection's first frame: the wire form plus the per-user lists
+    /// and counters the SDK expects (always present, arrays where it calls `.length`).
+    pub fn to_me(&self, online: bool) -> Map<String, Value> {
+        let mut m = self.to_wire(online);
+        for key in ["devices", "mutes", "channel_mutes", "blocked_user_ids"] {
+            m.insert(key.into(), Value::Array(Vec::new()));
+        }
+        for key in [
+            "unread_count",
+            "total_unread_count",
+            "unread_channels",
+            "unread_threads",
+        ] {
+            m.insert(key.into(), Value::from(0));
+        }
+        m
+    }
+
+    /// The id, built-ins and custom fields as one flat object — what a partial update edits.
+    pub fn settable_fields(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(self.id.clone()));
+        m.insert("role".into(), Value::String(self.role.clone()));
+        m.insert("teams".into(), serde_json::json!(self.teams));
+        if let Some(tr) = &self.teams_role {
+            m.insert("teams_role".into(), serde_json::json!(tr));
+        }
+        if let Some(n) = &self.name {
+            m.insert("name".into(), Value::String(n.clone()));
+        }
+        if let Some(i) = &self.image {
+            m.insert("image".into(), Value::String(i.clone()));
+        }
+        m.insert("language".into(), Value::String(self.language.clone()));
+        m.insert("invisible".into(), Value::Bool(self.invisible));
+        if let Some(p) = &self.privacy_settings {
+            m.insert("privacy_settings".into(), p.clone());
+        }
+        if let Some(p) = &self.push_preferences {
+            m.insert("push_preferences".into(), p.clone());
+        }
+        for (k, v) in &self.custom {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+
+    /// Replaces id-independent settable fields with those of `fields` (full replace):
+    /// built-ins not given return to their defaults, custom fields not given are dropped.
+    /// Server-owned keys in `fields` are ignored.
+    pub fn replace_settable(&mut self, fields: &Map<String, Value>) -> Result<(), ApiError> {
+        let parsed = SettableFields::parse(fields)?;
+        self.role = parsed.role.unwrap_or_else(|| "user".to_owned());
+        self.teams = parsed.teams.unwrap_or_default();
+        self.teams_role = parsed.teams_role;
+        self.name = parsed.name;
+        self.image = parsed.image;
+        self.language = parsed.language.unwrap_or_default();
+        self.invisible = parsed.invisible.unwrap_or(false);
+        self.privacy_settings = parsed.privacy_settings;
+        self.push_preferences = parsed.push_preferences;
+        self.custom = parsed.custom;
+        Ok(())
+    }
+}
+
+fn ts(t: Timestamp) -> Value {
+    Value::String(t.to_wire())
+}
+
+/// The settable part of a user, parsed and validated from a JSON object.
+#[derive(Debug, Default)]
+pub struct SettableFields {
+    /// `role`, when given.
+    pub role: Option<String>,
+    /// `teams`, when given.
+    pub teams: Option<Vec<String>>,
+    /// `teams_role`, when given.
+    pub teams_role: Option<BTreeMap<String, String>>,
+    /// `name`, when given.
+    pub name: Option<String>,
+    /// `image`, when given.
+    pub image: Option<String>,
+    /// `language`, when given.
+    pub language: Option<String>,
+    /// `invisible`, when given.
+    pub invisible: Option<bool>,
+    /// `privacy_settings`, when given.
+    pub privacy_settings: Option<Value>,
+    /// `push_preferences`, when given.
+    pub push_preferences: Option<Value>,
+    /// Custom fields.
+    pub custom: Map<String, Value>,
+}
+
+impl SettableFields {
+    /// Parses the settable fields of `fields`, skipping `id` and server-owned keys.
+    pub fn parse(fields: &Map<String, Value>) -> Result<Self, ApiError> {
+        let mut out = Self::default();
+        for (key, value) in fields {
+            if value.is_null() && key != "teams_role" {
+                // A null built-in means "not given"; a null custom field is kept as null.
+                if BUILT_IN_FIELDS.contains(&key.as_str()) {
+                    continue;
+                }
+            }
+            match key.as_str() {
+                "id" => {}
+                "role" => out.role = Some(role(value)?),
+                "teams" => out.teams = Some(teams(value)?),
+                "teams_role" => out.teams_role = teams_role(value)?,
+                "name" => out.name = Some(string_field("name", value)?),
+                "image" => out.image = Some(string_field("image", value)?),
+                "language" => out.language = Some(string_field("language", value)?),
+                "invisible" => {
+                    out.invisible = Some(
+                        value
+                            .as_bool()
+                            .ok_or_else(|| type_error("invisible", "boolean"))?,
+                    )
+                }
+                "privacy_settings" | "push_preferences" => {
+                    if !value.is_object() {
+                        return Err(type_error(key, "object"));
+                    }
+                    if key == "privacy_settings" {
+                        out.privacy_settings = Some(value.clone());
+                    } else {
+                        out.push_preferences = Some(value.clone());
+                    }
+                }
+                k if SERVER_OWNED_FIELDS.contains(&k) => {}
+                _ => {
+                    out.custom.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        check_custom_size(&out.custom)?;
+        Ok(out)
+    }
+}
+
+/// Refuses custom data whose JSON encoding exceeds [`MAX_CUSTOM_BYTES`] (413, code 22).
+pub fn check_custom_size(custom: &Map<String, Value>) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(custom).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_CUSTOM_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooBig,
+            format!("user custom data is {size} bytes, more than the limit of 5KB"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a user id against `[@A-Za-z0-9_-]{1,255}`.
+pub fn validate_id(id: &str) -> Result<(), ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'@' || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(300).collect();
+        Err(ApiError::input(format!(
+            "\"{shown}\" is not a valid user id. a-z, 0-9, @, _ and - are allowed."
+        ))
+        .with_field("user.id", "user.id is not a valid user id"))
+    }
+}
+
+/// Reads the `id` of a user object.
+pub fn user_id_of(fields: &Map<String, Value>) -> Result<String, ApiError> {
+    match fields.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => {
+            validate_id(s)?;
+            Ok(s.clone())
+        }
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            Err(ApiError::input("user.id is a required field")
+                .with_field("user.id", "user.id is a required field"))
+        }
+        Some(_) => Err(type_error("id", "string")),
+    }
+}
+
+fn type_error(field: &str, ty: &str) -> ApiError {
+    ApiError::input(format!("user.{field} must be a {ty}"))
+        .with_field(&format!("user.{field}"), format!("must be a {ty}"))
+}
+
+fn string_field(field: &str, value: &Value) -> Result<String, ApiError> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| type_error(field, "string"))
+}
+
+fn role(value: &Value) -> Result<String, ApiError> {
+    let r = string_field("role", value)?;
+    if r.is_empty() || r.len() > 64 {
+        return Err(ApiError::input("user.role must be 1 to 64 characters"));
+    }
+    Ok(r)
+}
+
+fn teams(value: &Value) -> Result<Vec<String>, ApiError> {
+    let arr = value
+        .as_array()
+        .ok_or_else(|| type_error("teams", "list of strings"))?;
+    if arr.len() > MAX_TEAMS {
+        return Err(ApiError::input(format!(
+            "user.teams has {} entries, the maximum is {MAX_TEAMS}",
+            arr.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(arr.len());
+    for t in arr {
+        let t = t
+            .as_str()
+            .ok_or_else(|| type_error("teams", "list of strings"))?;
+        if t.is_empty() || t.len() > MAX_TEAM_BYTES {
+            return Err(ApiError::input(format!(
+                "team names must be 1 to {MAX_TEAM_BYTES} bytes long"
+            )));
+        }
+        if !out.iter().any(|x| x == t) {
+            out.push(t.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn teams_role(value: &Value) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let obj = value
+        .as_object()
+        .ok_or_else(|| type_error("teams_role", "map of team to role"))?;
+    let mut out = BTreeMap::new();
+    for (team, role) in obj {
+        let role = role
+            .as_str()
+            .ok_or_else(|| type_error("teams_role", "map of team to role"))?;
+        out.insert(team.clone(), role.to_owned());
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("alice-1_@x").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id("../x").is_err());
+        assert!(validate_id("é").is_err());
+        assert!(validate_id(&"a".repeat(255)).is_ok());
+        assert!(validate_id(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn full_replace_drops_custom_and_resets_role() {
+        let mut u = User::new("a", Timestamp::now());
+        let first = json!({"id":"a","role":"admin","color":"red","teams":["x"]});
+        u.replace_settable(first.as_object().unwrap()).unwrap();
+        assert_eq!(u.role, "admin");
+        let second = json!({"id":"a","name":"A"});
+        u.replace_settable(second.as_object().unwrap()).unwrap();
+        assert_eq!(u.role, "user");
+        assert!(u.teams.is_empty());
+        assert!(u.custom.is_empty());
+        let wire = u.to_wire(false);
+        assert_eq!(wire["name"], "A");
+    }
+
+    #[test]
+    fn custom_size_limit() {
+        let big = json!({"id":"a","blob":"x".repeat(6000)});
+        let err = SettableFields::parse(big.as_object().unwrap()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooBig);
+    }
+}

@@ -1,0 +1,448 @@
+//! User queries: the filter language of `GET /users` (`$eq`, `$in`, `$and`, ...), its sort
+//! and paging, parsed once and evaluated against users' wire form.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+use crate::protocol::{ApiError, Timestamp};
+use crate::users::model::User;
+
+/// Largest page.
+pub const MAX_LIMIT: usize = 100;
+/// Default page size.
+pub const DEFAULT_LIMIT: usize = 30;
+/// Largest offset.
+pub const MAX_OFFSET: usize = 1000;
+/// Most sort entries.
+pub const MAX_SORT: usize = 5;
+/// Deepest nesting of `$and`/`$or`/`$nor` a filter may use.
+pub const MAX_DEPTH: usize = 8;
+
+/// A parsed query.
+#[derive(Debug, Clone)]
+pub struct UserQuery {
+    /// What users must match.
+    pub filter: Filter,
+    /// Sort keys: field and direction (1 ascending, -1 descending).
+    pub sort: Vec<(String, i8)>,
+    /// Page size.
+    pub limit: usize,
+    /// Users skipped.
+    pub offset: usize,
+    /// Whether deactivated users are returned.
+    pub include_deactivated: bool,
+}
+
+/// A filter expression.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// Every sub-filter matches.
+    And(Vec<Filter>),
+    /// At least one matches.
+    Or(Vec<Filter>),
+    /// None matches.
+    Nor(Vec<Filter>),
+    /// A condition on one field.
+    Field {
+        /// The field (dotted paths reach into objects).
+        field: String,
+        /// The operator.
+        op: Op,
+        /// The operand.
+        value: Value,
+    },
+}
+
+/// Field operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Equal (or, for an array field, containing).
+    Eq,
+    /// Not equal.
+    Ne,
+    /// One of.
+    In,
+    /// None of.
+    Nin,
+    /// Greater than.
+    Gt,
+    /// Greater or equal.
+    Gte,
+    /// Less than.
+    Lt,
+    /// Less or equal.
+    Lte,
+    /// Field present (operand true) or absent (false).
+    Exists,
+    /// A word of the field starts with the operand.
+    Autocomplete,
+    /// The array field contains the operand.
+    Contains,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "$eq" => Self::Eq,
+            "$ne" => Self::Ne,
+            "$in" => Self::In,
+            "$nin" => Self::Nin,
+            "$gt" => Self::Gt,
+            "$gte" => Self::Gte,
+            "$lt" => Self::Lt,
+            "$lte" => Self::Lte,
+            "$exists" => Self::Exists,
+            "$autocomplete" => Self::Autocomplete,
+            "$contains" => Self::Contains,
+            _ => return None,
+        })
+    }
+}
+
+impl UserQuery {
+    /// Parses the query payload the SDKs send.
+    pub fn parse(payload: &Value) -> Result<Self, ApiError> {
+        let obj = payload
+            .as_object()
+            .ok_or_else(|| ApiError::input("payload must be a JSON object"))?;
+        let filter = match obj.get("filter_conditions") {
+            None | Some(Value::Null) => Filter::And(Vec::new()),
+            Some(Value::Object(m)) => parse_filter(m, 0)?,
+            Some(_) => return Err(ApiError::input("filter_conditions must be an object")),
+        };
+        let sort = parse_sort(obj.get("sort"))?;
+        let limit = match obj.get("limit") {
+            None | Some(Value::Null) => DEFAULT_LIMIT,
+            Some(v) => match v.as_u64() {
+                Some(0) => DEFAULT_LIMIT,
+                Some(n) if n as usize <= MAX_LIMIT => n as usize,
+                _ => {
+                    return Err(ApiError::input(format!(
+                        "limit must be a number between 0 and {MAX_LIMIT}"
+                    )))
+                }
+            },
+        };
+        let offset = match obj.get("offset") {
+            None | Some(Value::Null) => 0,
+            Some(v) => match v.as_u64() {
+                Some(n) if n as usize <= MAX_OFFSET => n as usize,
+                _ => {
+                    return Err(ApiError::input(format!(
+                        "offset must be a number between 0 and {MAX_OFFSET}"
+                    )))
+                }
+            },
+        };
+        let include_deactivated = obj
+            .get("include_deactivated_users")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Self {
+            filter,
+            sort,
+            limit,
+            offset,
+            include_deactivated,
+        })
+    }
+
+    /// Whether a stored user belongs in the result before paging.
+    pub fn admits(&self, user: &User) -> bool {
+        if user.deleted_at.is_some() {
+            return false;
+        }
+        if user.deactivated_at.is_some() && !self.include_deactivated {
+            return false;
+        }
+        self.filter.matches(&user.to_wire(false))
+    }
+
+    /// Sorts matched users and cuts the page.
+    pub fn sort_and_page(&self, mut users: Vec<User>) -> Vec<User> {
+        let keyed: Vec<(Map<String, Value>, User)> =
+            users.drain(..).map(|u| (u.to_wire(false), u)).collect();
+        let mut keyed = keyed;
+        keyed.sort_by(|(a, ua), (b, ub)| {
+            for (field, dir) in &self.sort {
+                let ord = compare_values(lookup(a, field), lookup(b, field));
+                let ord = if *dir < 0 { ord.reverse() } else { ord };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            ua.id.cmp(&ub.id)
+        });
+        keyed
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .map(|(_, u)| u)
+            .collect()
+    }
+}
+
+fn parse_sort(v: Option<&Value>) -> Result<Vec<(String, i8)>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(vec![("created_at".into(), -1)]);
+    };
+    let arr = v
+        .as_array()
+        .ok_or_else(|| ApiError::input("sort must be a list"))?;
+    if arr.len() > MAX_SORT {
+        return Err(ApiError::input(format!(
+            "sort accepts at most {MAX_SORT} fields"
+        )));
+    }
+    let mut out = Vec::new();
+    for entry in arr {
+        let field = entry
+            .get("field")
+            .and_then(Value::as_str)
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| ApiError::input("sort entries need a field"))?;
+        let dir = match entry.get("direction").and_then(Value::as_i64) {
+            None | Some(1) => 1,
+            Some(-1) => -1,
+            Some(_) => return Err(ApiError::input("sort direction must be 1 or -1")),
+        };
+        out.push((field.to_owned(), dir));
+    }
+    if out.is_empty() {
+        out.push(("created_at".into(), -1));
+    }
+    Ok(out)
+}
+
+fn parse_filter(m: &Map<String, Value>, depth: usize) -> Result<Filter, ApiError> {
+    if depth > MAX_DEPTH {
+        return Err(ApiError::input("filter_conditions is nested too deeply"));
+    }
+    let mut all = Vec::new();
+    for (key, value) in m {
+        match key.as_str() {
+            "$and" | "$or" | "$nor" => {
+                let arr = value
+                    .as_array()
+                    .ok_or_else(|| ApiError::input(format!("{key} needs a list of filters")))?;
+                let mut subs = Vec::with_capacity(arr.len());
+                for sub in arr {
+                    let sub = sub.as_object().ok_or_else(|| {
+                        ApiError::input(format!("{key} needs a list of filters"))
+                    })?;
+                    subs.push(parse_filter(sub, depth + 1)?);
+                }
+                all.push(match key.as_str() {
+                    "$and" => Filter::And(subs),
+                    "$or" => Filter::Or(subs),
+                    _ => Filter::Nor(subs),
+                });
+            }
+            k if k.starts_with('$') => {
+                return Err(ApiError::input(format!("unknown filter operator {k}")))
+            }
+            field => match value {
+                Value::Object(ops) if ops.keys().any(|k| k.starts_with('$')) => {
+                    for (op, operand) in ops {
+                        let op = Op::parse(op).ok_or_else(|| {
+                            ApiError::input(format!("unknown operator {op} on field {field}"))
+                        })?;
+                        check_operand(field, op, operand)?;
+                        all.push(Filter::Field {
+                            field: field.to_owned(),
+                            op,
+                            value: operand.clone(),
+                        });
+                    }
+                }
+                _ => all.push(Filter::Field {
+                    field: field.to_owned(),
+                    op: Op::Eq,
+                    value: value.clone(),
+                }),
+            },
+        }
+    }
+    Ok(if all.len() == 1 {
+        all.pop().expect("one")
+    } else {
+        Filter::And(all)
+    })
+}
+
+fn check_operand(field: &str, op: Op, operand: &Value) -> Result<(), ApiError> {
+    let ok = match op {
+        Op::In | Op::Nin => operand.is_array(),
+        Op::Exists => operand.is_boolean(),
+        Op::Autocomplete => operand.is_string(),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::input(format!(
+            "invalid operand for {op:?} on field {field}"
+        )))
+    }
+}
+
+impl Filter {
+    /// Evaluates the filter against a user's wire form.
+    pub fn matches(&self, user: &Map<String, Value>) -> bool {
+        match self {
+            Filter::And(fs) => fs.iter().all(|f| f.matches(user)),
+            Filter::Or(fs) => fs.iter().any(|f| f.matches(user)),
+            Filter::Nor(fs) => !fs.iter().any(|f| f.matches(user)),
+            Filter::Field { field, op, value } => {
+                field_matches(lookup(user, field), *op, value)
+            }
+        }
+    }
+}
+
+fn lookup<'a>(user: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    if let Some(v) = user.get(field) {
+        return Some(v);
+    }
+    let mut parts = field.split('.');
+    let mut cur = user.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_object()?.get(p)?;
+    }
+    Some(cur)
+}
+
+fn equal(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(items), scalar) if !scalar.is_array() => items.iter().any(|i| i == scalar),
+        _ => compare_values(Some(a), Some(b)) == Ordering::Equal && is_time_pair(a, b),
+    }
+}
+
+fn is_time_pair(a: &Value, b: &Value) -> bool {
+    matches!((a, b), (Value::String(x), Value::String(y))
+        if Timestamp::parse(x).is_some() && Timestamp::parse(y).is_some())
+}
+
+fn field_matches(field: Option<&Value>, op: Op, operand: &Value) -> bool {
+    match op {
+        Op::Exists => field.is_some_and(|v| !v.is_null()) == operand.as_bool().unwrap_or(true),
+        Op::Eq => field.is_some_and(|v| equal(v, operand)),
+        Op::Ne => !field.is_some_and(|v| equal(v, operand)),
+        Op::In => {
+            let list = operand.as_array().map(Vec::as_slice).unwrap_or(&[]);
+            field.is_some_and(|v| list.iter().any(|o| equal(v, o)))
+        }
+        Op::Nin => {
+            let list = operand.as_array().map(Vec::as_slice).unwrap_or(&[]);
+            !field.is_some_and(|v| list.iter().any(|o| equal(v, o)))
+        }
+        Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
+            let Some(v) = field.filter(|v| comparable(v, operand)) else {
+                return false;
+            };
+            let ord = compare_values(Some(v), Some(operand));
+            match op {
+                Op::Gt => ord == Ordering::Greater,
+                Op::Gte => ord != Ordering::Less,
+                Op::Lt => ord == Ordering::Less,
+                _ => ord != Ordering::Greater,
+            }
+        }
+        Op::Autocomplete => {
+            let prefix: String = operand
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase();
+            let Some(text) = field.and_then(Value::as_str) else {
+                return false;
+            };
+            let text = text.to_lowercase();
+            text.starts_with(&prefix)
+                || text
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|w| !w.is_empty() && w.starts_with(&prefix))
+        }
+        Op::Contains => match field {
+            Some(Value::Array(items)) => items.iter().any(|i| i == operand),
+            Some(Value::String(s)) => operand.as_str().is_some_and(|o| s.contains(o)),
+            _ => false,
+        },
+    }
+}
+
+fn comparable(a: &Value, b: &Value) -> bool {
+    matches!(
+        (a, b),
+        (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_))
+    )
+}
+
+fn rank(v: Option<&Value>) -> u8 {
+    match v {
+        None | Some(Value::Null) => 0,
+        Some(Value::Bool(_)) => 1,
+        Some(Value::Number(_)) => 2,
+        Some(Value::String(_)) => 3,
+        Some(Value::Array(_)) => 4,
+        Some(Value::Object(_)) => 5,
+    }
+}
+
+fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Some(Value::String(x)), Some(Value::String(y))) => {
+            match (Timestamp::parse(x), Timestamp::parse(y)) {
+                (Some(tx), Some(ty)) => tx.cmp(&ty),
+                _ => x.cmp(y),
+            }
+        }
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(id: &str, extra: Value) -> User {
+        let mut u = User::new(id, Timestamp::now());
+        let mut fields = extra.as_object().unwrap().clone();
+        fields.insert("id".into(), json!(id));
+        u.replace_settable(&fields).unwrap();
+        u
+    }
+
+    #[test]
+    fn operators() {
+        let u = user("alice", json!({"name":"Alice Smith","teams":["red"],"age":30}));
+        let q = |f: Value| {
+            UserQuery::parse(&json!({ "filter_conditions": f }))
+                .unwrap()
+                .admits(&u)
+        };
+        assert!(q(json!({"id":"alice"})));
+        assert!(q(json!({"id":{"$in":["bob","alice"]}})));
+        assert!(!q(json!({"id":{"$nin":["alice"]}})));
+        assert!(q(json!({"age":{"$gte":30,"$lt":31}})));
+        assert!(q(json!({"name":{"$autocomplete":"smi"}})));
+        assert!(q(json!({"teams":{"$contains":"red"}})));
+        assert!(q(json!({"$or":[{"id":"x"},{"role":"user"}]})));
+        assert!(!q(json!({"$nor":[{"role":"user"}]})));
+        assert!(q(json!({"missing":{"$exists":false}})));
+        assert!(UserQuery::parse(&json!({"filter_conditions":{"id":{"$bad":1}}})).is_err());
+        assert!(UserQuery::parse(&json!({"limit":101})).is_err());
+        assert!(UserQuery::parse(&json!({"offset":1001})).is_err());
+    }
+}

@@ -1,0 +1,663 @@
+//! The users service: writes that follow the rules of the spec (§5), run against the store as
+//! single atomic batches, retried when a concurrent writer got there first, and published to
+//! the hub once durable.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+
+use crate::auth::{self, Identity, Secret};
+use crate::hub::Hub;
+use crate::protocol::{ApiError, ErrorCode, Timestamp};
+use crate::store::{Expect, NameScope, Store, StoreError, StoredUser, UserChange};
+use crate::users::model::{user_id_of, validate_id, SettableFields, User, SERVER_OWNED_FIELDS};
+use crate::users::patch::Patch;
+use crate::users::query::UserQuery;
+use crate::users::settings::AppSettings;
+use crate::users::username::{normalise, Enforcement};
+
+/// Most users in one upsert or partial update.
+pub const MAX_BATCH: usize = 100;
+/// Attempts at a read-compute-write cycle before giving up on a busy user.
+const MAX_ATTEMPTS: usize = 16;
+
+/// One read-compute step of a write: the batch to apply and what to return once applied.
+pub(crate) type BoxedCompute<'a, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(Vec<UserChange>, T), ApiError>> + Send + 'a>,
+>;
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A back end with the server token.
+    Server,
+    /// An end user acting on their own behalf.
+    User(String),
+    /// An anonymous client.
+    Anonymous,
+}
+
+/// The users service.
+pub struct UsersService {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hub: Arc<Hub>,
+    settings: RwLock<AppSettings>,
+    settings_write: tokio::sync::Mutex<()>,
+    secret: Secret,
+    api_key: String,
+}
+
+/// Maps a store failure to the wire, in the words of the rules.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Tombstoned(id) => {
+            ApiError::new(ErrorCode::DoesNotExist, format!("the user {id} was deleted"))
+        }
+        StoreError::NameTaken { name, team: None } => ApiError::new(
+            ErrorCode::DuplicateUsername,
+            format!("username '{name}' already exists"),
+        ),
+        StoreError::NameTaken {
+            name,
+            team: Some(t),
+        } => ApiError::new(
+            ErrorCode::DuplicateUsername,
+            format!("username '{name}' already exists in team '{t}'"),
+        ),
+        other => {
+            tracing::error!(error = %other, "store failure");
+            ApiError::internal(other.to_string())
+        }
+    }
+}
+
+/// The name scopes in which `new` must not collide: only where the write gives the user a
+/// name (or a team) it did not hold before — enforcement applies going forward only.
+pub(crate) fn name_checks(mode: Enforcement, old: Option<&User>, new: &User) -> Vec<NameScope> {
+    if mode == Enforcement::No || !new.is_active() {
+        return Vec::new();
+    }
+    let norm = new.name.as_deref().map(normalise).unwrap_or_default();
+    if norm.is_empty() {
+        return Vec::new();
+    }
+    let held = old.filter(|o| o.is_active()).filter(|o| {
+        o.name.as_deref().map(normalise).unwrap_or_default() == norm
+    });
+    match (mode, held) {
+        (Enforcement::App, Some(_)) => Vec::new(),
+        (Enforcement::App, None) => vec![NameScope::App],
+        (Enforcement::Team, held) => new
+            .teams
+            .iter()
+            .filter(|t| held.is_none_or(|o| !o.teams.contains(t)))
+            .map(|t| NameScope::Team(t.clone()))
+            .collect(),
+        (Enforcement::No, _) => Vec::new(),
+    }
+}
+
+pub(crate) fn deleted(id: &str) -> ApiError {
+    ApiError::new(ErrorCode::DoesNotExist, format!("the user {id} was deleted"))
+}
+
+pub(crate) fn missing(id: &str) -> ApiError {
+    ApiError::new(ErrorCode::DoesNotExist, format!("user {id} does not exist"))
+}
+
+fn not_allowed_role(id: &str, role: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotAllowed,
+        format!("User '{id}' with role '{role}' is not allowed to perform action UpdateUserRole"),
+    )
+}
+
+fn same_teams(a: &[String], b: &[String]) -> bool {
+    let a: HashSet<&String> = a.iter().collect();
+    let b: HashSet<&String> = b.iter().collect();
+    a == b
+}
+
+impl UsersService {
+    /// A service over `store`, publishing to `hub`.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        api_key: String,
+        secret: Secret,
+    ) -> Result<Self, ApiError> {
+        let settings = store.app_settings().await.map_err(store_error)?;
+        Ok(Self {
+            store,
+            hub,
+            settings: RwLock::new(AppSettings::from_stored(settings)),
+            settings_write: tokio::sync::Mutex::new(()),
+            secret,
+            api_key,
+        })
+    }
+
+    /// The current app settings.
+    pub fn settings(&self) -> AppSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The API key clients must present.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The hub events go to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Verifies a token (honouring `disable_auth_checks`) and, for user tokens, revocation.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, ApiError> {
+        let settings = self.settings();
+        let identity = auth::verify(token, &self.secret, settings.auth_checks_disabled())?;
+        if let Identity::User { user_id, iat } = &identity {
+            let user = self.store.get_user(user_id).await.map_err(store_error)?;
+            let user_cutoff = user.and_then(|s| s.user.revoke_tokens_issued_before);
+            let revoked = |cutoff: Option<Timestamp>, no_iat_revoked: bool| {
+                cutoff.is_some_and(|c| match iat {
+                    Some(iat) => *iat < c.unix(),
+                    None => no_iat_revoked,
+                })
+            };
+            if revoked(user_cutoff, true) || revoked(settings.revoke_before(), true) {
+                return Err(ApiError::new(
+                    ErrorCode::TokenExpired,
+                    "This token has been revoked, please generate a new token",
+                ));
+            }
+        }
+        Ok(identity)
+    }
+
+    /// Mints a user token (for guests).
+    pub fn mint_user_token(&self, user_id: &str) -> String {
+        auth::user_token(user_id, None, &self.secret)
+    }
+
+    /// Runs `compute` against fresh reads until the store accepts the batch it builds.
+    pub(crate) async fn write_cycle<'a, T, F>(&'a self, mut compute: F) -> Result<T, ApiError>
+    where
+        F: FnMut(&'a Self) -> BoxedCompute<'a, T>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let (changes, out) = compute(self).await?;
+            match self.store.apply_user_batch(changes).await {
+                Ok(()) => return Ok(out),
+                Err(StoreError::Conflict(id)) => {
+                    tracing::debug!(user_id = %id, "concurrent write, retrying");
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::internal("too much contention on the same users"))
+    }
+
+    pub(crate) async fn load(&self, id: &str) -> Result<Option<StoredUser>, ApiError> {
+        self.store.get_user(id).await.map_err(store_error)
+    }
+
+    /// A user's wire form with live presence.
+    pub fn wire(&self, user: &User) -> Map<String, Value> {
+        user.to_wire(self.hub.is_online(&user.id))
+    }
+
+    /// `POST /users`: full replace of up to 100 users, all or nothing.
+    pub async fn upsert_users(&self, body: &Value, caller: &Caller) -> Result<Vec<User>, ApiError> {
+        let op = "UpdateUsers";
+        let users = body
+            .get("users")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ApiError::input("users is a required field").in_operation(op))?;
+        if users.is_empty() {
+            return Err(ApiError::input("users is a required field").in_operation(op));
+        }
+        if users.len() > MAX_BATCH {
+            return Err(ApiError::input(format!(
+                "users must contain at most {MAX_BATCH} items"
+            ))
+            .in_operation(op));
+        }
+        let mut inputs = Vec::with_capacity(users.len());
+        for (key, value) in users {
+            let fields = value.as_object().ok_or_else(|| {
+                ApiError::input(format!("user {key} must be an object")).in_operation(op)
+            })?;
+            let id = user_id_of(fields).map_err(|e| e.in_operation(op))?;
+            let parsed = SettableFields::parse(fields).map_err(|e| e.in_operation(op))?;
+            if let Caller::User(me) = caller {
+                if &id != me {
+                    return Err(ApiError::new(
+                        ErrorCode::NotAllowed,
+                        format!("User '{me}' is not allowed to update user '{id}'"),
+                    )
+                    .in_operation(op));
+                }
+            }
+            inputs.push((id, fields.clone(), parsed));
+        }
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let written = self
+            .write_cycle(|svc| {
+                let inputs = &inputs;
+                let caller = caller.clone();
+                Box::pin(async move {
+                    let mut changes = Vec::with_capacity(inputs.len());
+                    let mut out = Vec::with_capacity(inputs.len());
+                    for (id, fields, _) in inputs {
+                        let stored = svc.load(id).await?;
+                        let (mut user, expect, old) = match stored {
+                            Some(s) => {
+                                if s.user.deleted_at.is_some() {
+                                    return Err(deleted(id));
+                                }
+                                if s.user.deactivated_at.is_some() {
+                                    return Err(ApiError::new(
+                                        ErrorCode::DoesNotExist,
+                                        format!("the user {id} was deactivated"),
+                                    ));
+                                }
+                                (s.user.clone(), Expect::Version(s.version), Some(s.user))
+                            }
+                            None => (User::new(id, now), Expect::Absent, None),
+                        };
+                        user.replace_settable(fields)?;
+                        if let Caller::User(_) = caller {
+                            svc.check_client_owned(old.as_ref(), &user)?;
+                        }
+                        user.updated_at = now;
+                        let check_names = name_checks(mode, old.as_ref(), &user);
+                        out.push(user.clone());
+                        changes.push(UserChange::Put {
+                            user,
+                            expect,
+                            check_names,
+                            tombstone: false,
+                        });
+                    }
+                    Ok((changes, out))
+                })
+            })
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        for u in &written {
+            self.hub.user_updated(u);
+        }
+        Ok(written)
+    }
+
+    /// A client may not change its own role or teams (403, code 17).
+    fn check_client_owned(&self, old: Option<&User>, new: &User) -> Result<(), ApiError> {
+        let (old_role, old_teams): (&str, &[String]) = match old {
+            Some(o) => (&o.role, &o.teams),
+            None => ("user", &[]),
+        };
+        if new.role != old_role {
+            return Err(not_allowed_role(&new.id, old_role));
+        }
+        if !same_teams(&new.teams, old_teams) {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                format!("User '{}' is not allowed to change teams", new.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `PATCH /users`: set/unset on up to 100 users, all or nothing.
+    pub async fn partial_update_users(
+        &self,
+        body: &Value,
+        caller: &Caller,
+    ) -> Result<Vec<User>, ApiError> {
+        let op = "UpdateUsersPartial";
+        let entries = body
+            .get("users")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::input("users is a required field").in_operation(op))?;
+        if entries.is_empty() || entries.len() > MAX_BATCH {
+            return Err(ApiError::input(format!(
+                "users must contain between 1 and {MAX_BATCH} items"
+            ))
+            .in_operation(op));
+        }
+        let server_fields: &[&str] = match caller {
+            Caller::Server => &["revoke_tokens_issued_before"],
+            _ => &[],
+        };
+        let mut patches = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let obj = entry
+                .as_object()
+                .ok_or_else(|| ApiError::input("each update must be an object").in_operation(op))?;
+            let id = user_id_of(obj).map_err(|e| e.in_operation(op))?;
+            if let Caller::User(me) = caller {
+                if &id != me {
+                    return Err(ApiError::new(
+                        ErrorCode::NotAllowed,
+                        format!("User '{me}' is not allowed to update user '{id}'"),
+                    )
+                    .in_operation(op));
+                }
+            }
+            let mut patch = Patch::parse(obj.get("set"), obj.get("unset"), server_fields)
+                .map_err(|e| e.in_operation(op))?;
+            let revoke = match patch.take_set("revoke_tokens_issued_before") {
+                None if patch.take_unset("revoke_tokens_issued_before") => Some(None),
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(Value::String(s)) => Some(Some(Timestamp::parse(&s).ok_or_else(|| {
+                    ApiError::input("revoke_tokens_issued_before must be an RFC 3339 timestamp")
+                        .in_operation(op)
+                })?)),
+                Some(_) => {
+                    return Err(ApiError::input(
+                        "revoke_tokens_issued_before must be a timestamp or null",
+                    )
+                    .in_operation(op))
+                }
+            };
+            patches.push((id, patch, revoke));
+        }
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let written = self
+            .write_cycle(|svc| {
+                let patches = &patches;
+                let caller = caller.clone();
+                Box::pin(async move {
+                    let mut changes = Vec::new();
+                    let mut out = Vec::new();
+                    for (id, patch, revoke) in patches {
+                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                        if stored.user.deleted_at.is_some() {
+                            return Err(deleted(id));
+                        }
+                        let old = stored.user;
+                        let mut fields = old.settable_fields();
+                        patch.apply(&mut fields);
+                        let mut user = old.clone();
+                        user.replace_settable(&fields)?;
+                        if let Some(r) = revoke {
+                            user.revoke_tokens_issued_before = *r;
+                        }
+                        if caller != Caller::Server {
+                            svc.check_client_owned(Some(&old), &user)?;
+                        }
+                        user.updated_at = now;
+                        let check_names = name_checks(mode, Some(&old), &user);
+                        out.push((user.clone(), revoke.flatten()));
+                        changes.push(UserChange::Put {
+                            user,
+                            expect: Expect::Version(stored.version),
+                            check_names,
+                            tombstone: false,
+                        });
+                    }
+                    Ok((changes, out))
+                })
+            })
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        let mut users = Vec::with_capacity(written.len());
+        for (u, revoke) in written {
+            self.hub.user_updated(&u);
+            if let Some(before) = revoke {
+                self.hub.revoke(Some(&u.id), before);
+            }
+            users.push(u);
+        }
+        Ok(users)
+    }
+
+    /// connectUser: create the user or merge `details` into it (§5.2). Returns the user and
+    /// whether it changed.
+    pub async fn connect_user(
+        &self,
+        user_id: &str,
+        details: &Map<String, Value>,
+    ) -> Result<(User, bool), ApiError> {
+        validate_id(user_id)?;
+        if let Some(given) = details.get("id") {
+            if given.as_str() != Some(user_id) {
+                return Err(ApiError::input("user_details.id must match user_id"));
+            }
+        }
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let (user, changed) = self
+            .write_cycle(|svc| {
+                Box::pin(async move {
+                    let stored = svc.load(user_id).await?;
+                    let (old, expect) = match &stored {
+                        Some(s) => (Some(&s.user), Expect::Version(s.version)),
+                        None => (None, Expect::Absent),
+                    };
+                    if let Some(o) = old {
+                        if o.deleted_at.is_some() {
+                            return Err(deleted(user_id));
+                        }
+                        if o.deactivated_at.is_some() {
+                            return Err(ApiError::new(
+                                ErrorCode::NotAllowed,
+                                format!("the user {user_id} was deactivated"),
+                            ));
+                        }
+                    }
+                    let merged = merge_details(user_id, old, details, now)?;
+                    if old == Some(&merged) {
+                        return Ok((Vec::new(), (merged, false)));
+                    }
+                    let mut user = merged;
+                    user.updated_at = now;
+                    let check_names = name_checks(mode, old, &user);
+                    let change = UserChange::Put {
+                        user: user.clone(),
+                        expect,
+                        check_names,
+                        tombstone: false,
+                    };
+                    Ok((vec![change], (user, true)))
+                })
+            })
+            .await?;
+        if changed {
+            self.hub.user_updated(&user);
+        }
+        Ok((user, changed))
+    }
+
+    /// `POST /guest`: creates (or re-enters) a guest user and mints its token.
+    pub async fn create_guest(&self, body: &Value) -> Result<(User, String), ApiError> {
+        let op = "CreateGuest";
+        if self.settings().guests_disabled() {
+            return Err(
+                ApiError::new(ErrorCode::NotAllowed, "guest user creation is disabled")
+                    .in_operation(op),
+            );
+        }
+        let mut fields = body
+            .get("user")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| ApiError::input("user is a required field").in_operation(op))?;
+        if !fields.contains_key("id") {
+            let generated = format!("guest-{}", uuid::Uuid::new_v4());
+            fields.insert("id".into(), Value::String(generated));
+        }
+        let id = user_id_of(&fields).map_err(|e| e.in_operation(op))?;
+        fields.insert("role".into(), Value::String("guest".into()));
+        fields.remove("teams");
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let user = self
+            .write_cycle(|svc| {
+                let fields = &fields;
+                let id = &id;
+                Box::pin(async move {
+                    let stored = svc.load(id).await?;
+                    let (mut user, expect, old) = match stored {
+                        Some(s) if s.user.role != "guest" => {
+                            return Err(ApiError::input(format!(
+                                "user {id} already exists and is not a guest"
+                            )))
+                        }
+                        Some(s) if !s.user.is_active() => return Err(deleted(id)),
+                        Some(s) => (s.user.clone(), Expect::Version(s.version), Some(s.user)),
+                        None => (User::new(id, now), Expect::Absent, None),
+                    };
+                    user.replace_settable(fields)?;
+                    user.updated_at = now;
+                    let check_names = name_checks(mode, old.as_ref(), &user);
+                    let change = UserChange::Put {
+                        user: user.clone(),
+                        expect,
+                        check_names,
+                        tombstone: false,
+                    };
+                    Ok((vec![change], user))
+                })
+            })
+            .await
+            .map_err(|e| e.in_operation(op))?;
+        self.hub.user_updated(&user);
+        let token = self.mint_user_token(&user.id);
+        Ok((user, token))
+    }
+
+    /// `GET /users`: a query; clients never see revocation fields nor others' invisibility.
+    pub async fn query_users(
+        &self,
+        payload: &Value,
+        caller: &Caller,
+    ) -> Result<Vec<Map<String, Value>>, ApiError> {
+        let op = "QueryUsers";
+        let query = UserQuery::parse(payload).map_err(|e| e.in_operation(op))?;
+        let users = self
+            .store
+            .query_users(&query)
+            .await
+            .map_err(|e| store_error(e).in_operation(op))?;
+        let me = match caller {
+            Caller::User(id) => Some(id.as_str()),
+            _ => None,
+        };
+        Ok(users
+            .iter()
+            .map(|u| {
+                let mut w = self.wire(u);
+                if *caller != Caller::Server {
+                    w.remove("revoke_tokens_issued_before");
+                    if me != Some(u.id.as_str()) {
+                        if u.invisible {
+                            w.insert("online".into(), Value::Bool(false));
+                        }
+                        w.remove("invisible");
+                    }
+                }
+                w
+            })
+            .collect())
+    }
+
+    /// `PATCH /app`: validates and merges settings; app-level revocation ends connections.
+    pub async fn update_app_settings(&self, body: &Value) -> Result<(), ApiError> {
+        let op = "UpdateApp";
+        let patch = body
+            .as_object()
+            .ok_or_else(|| ApiError::input("body must be an object").in_operation(op))?;
+        let _guard = self.settings_write.lock().await;
+        let current = self.settings();
+        let next = current.merged(patch).map_err(|e| e.in_operation(op))?;
+        self.store
+            .save_app_settings(next.stored())
+            .await
+            .map_err(|e| store_error(e).in_operation(op))?;
+        let revoke = next.revoke_before();
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
+        if patch.contains_key("revoke_tokens_issued_before") {
+            if let Some(before) = revoke {
+                self.hub.revoke(None, before);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a user's last activity (connect, last disconnect).
+    pub async fn touch_last_active(&self, user_id: &str, at: Timestamp) {
+        if let Err(e) = self.store.touch_last_active(user_id, at).await {
+            tracing::warn!(user_id, error = %e, "could not record last_active");
+        }
+    }
+}
+
+/// The user a connect produces: `details` merged over `old` (or a new user), refusing role,
+/// teams and server-owned changes.
+fn merge_details(
+    user_id: &str,
+    old: Option<&User>,
+    details: &Map<String, Value>,
+    now: Timestamp,
+) -> Result<User, ApiError> {
+    let base = old.cloned().unwrap_or_else(|| User::new(user_id, now));
+    let current_wire = base.to_me(true);
+    if let Some(role) = details.get("role").filter(|v| !v.is_null()) {
+        if role.as_str() != Some(base.role.as_str()) {
+            return Err(not_allowed_role(user_id, &base.role));
+        }
+    }
+    if let Some(teams) = details.get("teams").filter(|v| !v.is_null()) {
+        let given: Vec<String> = serde_json::from_value(teams.clone())
+            .map_err(|_| ApiError::input("user.teams must be a list of strings"))?;
+        if !same_teams(&given, &base.teams) {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                "user teams cannot be changed at connection time",
+            ));
+        }
+    }
+    for key in SERVER_OWNED_FIELDS {
+        let Some(given) = details.get(*key) else {
+            continue;
+        };
+        if matches!(*key, "online" | "last_active" | "updated_at" | "created_at") {
+            // Echoes of a previous `me`; the gateway owns them and ignores the echo.
+            continue;
+        }
+        let stored = current_wire.get(*key).unwrap_or(&Value::Null);
+        let same = given == stored
+            || (given.is_null() && stored.is_null())
+            || (*key == "revoke_tokens_issued_before"
+                && given.as_str().and_then(Timestamp::parse)
+                    == stored.as_str().and_then(Timestamp::parse));
+        if !same {
+            return Err(ApiError::input(format!("{key} is a read-only field")));
+        }
+    }
+    let mut fields = base.settable_fields();
+    for (k, v) in details {
+        if v.is_null()
+            || k == "id"
+            || k == "role"
+            || k == "teams"
+            || SERVER_OWNED_FIELDS.contains(&k.as_str())
+        {
+            continue;
+        }
+        fields.insert(k.clone(), v.clone());
+    }
+    let mut user = base;
+    user.replace_settable(&fields)?;
+    Ok(user)
+}
