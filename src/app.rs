@@ -70,8 +70,14 @@ pub async fn run(
         admin_state,
         Arc::new(RateLimiter::new(limits.requests_per_minute)),
     )
-    .layer(body_limit.clone());
+    .layer(body_limit);
     let gateway_state = GatewayState::new(svc.clone(), &config, stop_rx.clone());
+    crate::gateway::spawn_liveness(
+        hub.clone(),
+        gateway_state.clock.clone(),
+        Duration::from_secs(limits.health_check_interval_secs),
+        Duration::from_secs(limits.idle_timeout_secs),
+    );
     let public_router = crate::gateway::router(
         gateway_state,
         Arc::new(RateLimiter::new(limits.requests_per_minute)),

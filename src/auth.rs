@@ -201,10 +201,19 @@ mod tests {
                 iat: None
             }
         );
-        assert_eq!(verify(DEV, &s, false).unwrap_err().code, ErrorCode::TokenSignature);
-        assert!(matches!(verify(DEV, &s, true).unwrap(), Identity::User { .. }));
+        assert_eq!(
+            verify(DEV, &s, false).unwrap_err().code,
+            ErrorCode::TokenSignature
+        );
+        assert!(matches!(
+            verify(DEV, &s, true).unwrap(),
+            Identity::User { .. }
+        ));
         let wrong = Secret::new("other");
-        assert_eq!(verify(ALICE, &wrong, false).unwrap_err().code, ErrorCode::TokenSignature);
+        assert_eq!(
+            verify(ALICE, &wrong, false).unwrap_err().code,
+            ErrorCode::TokenSignature
+        );
     }
 
     #[test]
@@ -212,12 +221,30 @@ mod tests {
         let s = Secret::new("k");
         let now = Timestamp::now().unix();
         let t = |c: Value| verify(&sign(&c, &s), &s, false);
-        assert_eq!(t(json!({"user_id":"a","exp":now-5})).unwrap_err().code, ErrorCode::TokenExpired);
-        assert_eq!(t(json!({"user_id":"a","nbf":now+60})).unwrap_err().code, ErrorCode::TokenNotValidYet);
-        assert_eq!(t(json!({"user_id":"a","iat":now+60})).unwrap_err().code, ErrorCode::TokenUsedBeforeIssued);
-        assert_eq!(t(json!({"user_id":42})).unwrap_err().code, ErrorCode::AuthFailed);
-        assert_eq!(t(json!({"user_id":"a","exp":"soon"})).unwrap_err().code, ErrorCode::AuthFailed);
+        assert_eq!(
+            t(json!({"user_id":"a","exp":now-5})).unwrap_err().code,
+            ErrorCode::TokenExpired
+        );
+        assert_eq!(
+            t(json!({"user_id":"a","nbf":now+60})).unwrap_err().code,
+            ErrorCode::TokenNotValidYet
+        );
+        assert_eq!(
+            t(json!({"user_id":"a","iat":now+60})).unwrap_err().code,
+            ErrorCode::TokenUsedBeforeIssued
+        );
+        assert_eq!(
+            t(json!({"user_id":42})).unwrap_err().code,
+            ErrorCode::AuthFailed
+        );
+        assert_eq!(
+            t(json!({"user_id":"a","exp":"soon"})).unwrap_err().code,
+            ErrorCode::AuthFailed
+        );
         let none = format!("{}.{}.", "eyJhbGciOiJub25lIn0", "eyJ1c2VyX2lkIjoiYSJ9");
-        assert_eq!(verify(&none, &s, false).unwrap_err().code, ErrorCode::AuthFailed);
+        assert_eq!(
+            verify(&none, &s, false).unwrap_err().code,
+            ErrorCode::AuthFailed
+        );
     }
 }

@@ -65,6 +65,7 @@ pub struct Limits {
     pub read_buffer_bytes: usize,
     pub outbound_queue_frames: usize,
     pub max_write_buffer_bytes: usize,
+    pub write_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub requests_per_minute: u32,
     pub connects_per_second_per_ip: u32,
@@ -136,14 +137,23 @@ impl Config {
             ("outbound_queue_frames", l.outbound_queue_frames),
             ("max_write_buffer_bytes", l.max_write_buffer_bytes),
             ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
-            ("health_check_interval_secs", l.health_check_interval_secs as usize),
+            (
+                "health_check_interval_secs",
+                l.health_check_interval_secs as usize,
+            ),
             ("idle_timeout_secs", l.idle_timeout_secs as usize),
+            ("write_timeout_secs", l.write_timeout_secs as usize),
             ("requests_per_minute", l.requests_per_minute as usize),
-            ("connects_per_second_per_ip", l.connects_per_second_per_ip as usize),
+            (
+                "connects_per_second_per_ip",
+                l.connects_per_second_per_ip as usize,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return Err(ConfigError::Invalid(format!("limits.{name} must be positive")));
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be positive"
+                )));
             }
         }
         if l.max_frame_bytes > l.max_message_bytes {
@@ -193,7 +203,9 @@ struct StoredCredentials {
 
 fn random_text(len: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};
-    Alphanumeric.sample_string(&mut rand::rng(), len).to_lowercase()
+    Alphanumeric
+        .sample_string(&mut rand::rng(), len)
+        .to_lowercase()
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

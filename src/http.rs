@@ -113,7 +113,10 @@ pub struct Credentials {
 
 impl Credentials {
     /// Reads them from a request's query map and headers.
-    pub fn from_parts(query: &std::collections::HashMap<String, String>, headers: &HeaderMap) -> Self {
+    pub fn from_parts(
+        query: &std::collections::HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Self {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -204,8 +207,11 @@ pub async fn rate_limit(
         .unwrap_or_default();
     let state = limiter.hit(&key);
     let mut resp = if state.exceeded {
-        ApiError::new(ErrorCode::RateLimited, "Too many requests, check response headers")
-            .into_response()
+        ApiError::new(
+            ErrorCode::RateLimited,
+            "Too many requests, check response headers",
+        )
+        .into_response()
     } else {
         next.run(req).await
     };

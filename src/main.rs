@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use chat_gateway::{app, auth, config::Config, telemetry};
 
 #[derive(Parser)]
-#[command(name = "chat-gateway", version, about = "Self-hosted realtime chat gateway")]
+#[command(
+    name = "chat-gateway",
+    version,
+    about = "Self-hosted realtime chat gateway"
+)]
 struct Cli {
     /// TOML configuration file (also CHAT_GATEWAY_CONFIG).
     #[arg(long, global = true)]
@@ -55,7 +59,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn token(config: &Config, user_id: Option<String>, expires_in: Option<i64>, server: bool) -> ExitCode {
+fn token(
+    config: &Config,
+    user_id: Option<String>,
+    expires_in: Option<i64>,
+    server: bool,
+) -> ExitCode {
     let (_, secret, generated) = match config.credentials() {
         Ok(c) => c,
         Err(e) => {
@@ -99,7 +108,15 @@ fn serve(config: Config) -> ExitCode {
         }
         let public = tokio::net::TcpListener::bind(config.public_addr).await?;
         let admin = tokio::net::TcpListener::bind(config.admin_addr).await?;
-        app::run(config, api_key, secret, public, admin, app::termination_signal()).await
+        app::run(
+            config,
+            api_key,
+            secret,
+            public,
+            admin,
+            app::termination_signal(),
+        )
+        .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

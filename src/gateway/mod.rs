@@ -1,34 +1,218 @@
-//! The public listener: the `/connect` WebSocket, guests and client-side REST.
+//! The public listener: the `/connect` WebSocket, `POST /guest` and client-side REST, with
+//! CORS for browsers, plus the liveness ticker that sends server health checks and closes
+//! silent connections.
 
+pub mod connection;
+pub mod handshake;
+pub mod rest;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::routing::get;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
+use dashmap::DashMap;
 use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::config::{Config, Cors};
-use crate::http::RateLimiter;
+use crate::http::{self, RateLimiter};
+use crate::hub::{CloseOrder, Hub, CLOSE_GOING_AWAY};
+use crate::protocol::{ApiError, ErrorCode};
 use crate::users::UsersService;
+
+/// Seconds since the gateway started; cheap to read from every connection.
+#[derive(Clone)]
+pub struct Clock(Instant);
+
+impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Seconds elapsed.
+    pub fn now_secs(&self) -> u64 {
+        self.0.elapsed().as_secs()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The connection limits a socket task needs.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Time allowed to complete the connect.
+    pub handshake_timeout: Duration,
+    /// Time a single write may take before the client is dropped.
+    pub write_timeout: Duration,
+    /// Initial read buffer.
+    pub read_buffer: usize,
+    /// Largest frame.
+    pub max_frame: usize,
+    /// Largest message.
+    pub max_message: usize,
+    /// Largest unflushed write buffer.
+    pub max_write_buffer: usize,
+}
 
 /// What the public routes share.
 #[derive(Clone)]
 pub struct GatewayState {
     /// The users service.
     pub svc: Arc<UsersService>,
+    /// Socket limits.
+    pub limits: Arc<ConnLimits>,
+    /// Shared seconds clock.
+    pub clock: Clock,
+    /// Per-IP connect buckets: (window second, count).
+    connects: Arc<DashMap<IpAddr, (u64, u32)>>,
+    connects_per_second: u32,
     /// Shutdown flag.
     pub stop: watch::Receiver<bool>,
 }
 
 impl GatewayState {
     /// Builds the state from the configuration.
-    pub fn new(svc: Arc<UsersService>, _config: &Config, stop: watch::Receiver<bool>) -> Self {
-        Self { svc, stop }
+    pub fn new(svc: Arc<UsersService>, config: &Config, stop: watch::Receiver<bool>) -> Self {
+        let l = &config.limits;
+        Self {
+            svc,
+            limits: Arc::new(ConnLimits {
+                handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+                write_timeout: Duration::from_secs(l.write_timeout_secs),
+                read_buffer: l.read_buffer_bytes,
+                max_frame: l.max_frame_bytes,
+                max_message: l.max_message_bytes,
+                max_write_buffer: l.max_write_buffer_bytes,
+            }),
+            clock: Clock::new(),
+            connects: Arc::new(DashMap::new()),
+            connects_per_second: l.connects_per_second_per_ip,
+            stop,
+        }
+    }
+
+    fn admit_connect(&self, ip: IpAddr) -> bool {
+        let now = self.clock.now_secs();
+        if self.connects.len() > 50_000 {
+            self.connects.retain(|_, (s, _)| *s == now);
+        }
+        let mut e = self.connects.entry(ip).or_insert((now, 0));
+        if e.0 != now {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= self.connects_per_second
     }
 }
 
+async fn connect(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if *state.stop.borrow() {
+        return ApiError::new(ErrorCode::RateLimited, "server is shutting down").into_response();
+    }
+    if !state.admit_connect(peer.ip()) {
+        metrics::counter!("gateway_connects_refused", "code" => "9").increment(1);
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            "too many connects from this address",
+        )
+        .into_response();
+    }
+    let req = handshake::ConnectRequest::from_query(&http::query_map(uri.query()));
+    let l = state.limits.clone();
+    ws.read_buffer_size(l.read_buffer)
+        .write_buffer_size(0)
+        .max_write_buffer_size(l.max_write_buffer)
+        .max_frame_size(l.max_frame)
+        .max_message_size(l.max_message)
+        .on_upgrade(move |socket| connection::serve(socket, state, req))
+}
+
+/// Sends every connection a server `health.check` each `interval` and closes those silent
+/// for longer than `idle_timeout` (with 1001, so a live client reconnects).
+pub fn spawn_liveness(hub: Arc<Hub>, clock: Clock, interval: Duration, idle_timeout: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = clock.now_secs();
+            let created_at = crate::protocol::Timestamp::now().to_wire();
+            let limit = hub.queue_frames();
+            hub.for_each_conn(|c| {
+                let silent = now.saturating_sub(c.last_seen.load(Ordering::Relaxed));
+                if silent > idle_timeout.as_secs() {
+                    c.close_with(None, CloseOrder::raw(CLOSE_GOING_AWAY, "idle timeout"));
+                    return;
+                }
+                let frame = format!(
+                    r#"{{"type":"health.check","connection_id":"{}","cid":"*","created_at":"{created_at}"}}"#,
+                    c.conn_id
+                );
+                c.push(frame.into(), limit);
+            });
+        }
+    });
+}
+
+fn cors_layer(cors: &Cors) -> CorsLayer {
+    let origin = if cors.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors.allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers(Any)
+        .max_age(Duration::from_secs(86400))
+}
+
 /// The public router.
-pub fn router(state: GatewayState, _limiter: Arc<RateLimiter>, _cors: &Cors) -> Router {
+pub fn router(state: GatewayState, limiter: Arc<RateLimiter>, cors: &Cors) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/connect", get(connect))
+        .route("/guest", post(rest::guest))
+        .route(
+            "/users",
+            get(rest::query_users)
+                .post(rest::upsert_users)
+                .patch(rest::partial_update_users),
+        )
+        .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
+        .layer(middleware::from_fn(http::observe))
+        .layer(middleware::from_fn_with_state(limiter, http::rate_limit))
+        .layer(cors_layer(cors))
         .with_state(state)
 }

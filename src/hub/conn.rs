@@ -2,7 +2,7 @@
 //! pending close order. The connection's own task drains the queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -69,6 +69,8 @@ pub struct ConnHandle {
     pub token_iat: Option<i64>,
     /// Anonymous connection (no token, nothing to revoke).
     pub anonymous: bool,
+    /// Seconds (on the hub's clock) of the last frame received from the client.
+    pub last_seen: AtomicU64,
     outbox: Mutex<Outbox>,
     closing: AtomicBool,
     notify: Notify,
@@ -76,12 +78,18 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     /// A new handle.
-    pub fn new(conn_id: Arc<str>, user_id: Arc<str>, token_iat: Option<i64>, anonymous: bool) -> Self {
+    pub fn new(
+        conn_id: Arc<str>,
+        user_id: Arc<str>,
+        token_iat: Option<i64>,
+        anonymous: bool,
+    ) -> Self {
         Self {
             conn_id,
             user_id,
             token_iat,
             anonymous,
+            last_seen: AtomicU64::new(0),
             outbox: Mutex::new(Outbox::default()),
             closing: AtomicBool::new(false),
             notify: Notify::new(),

@@ -183,7 +183,8 @@ impl Hub {
 
     /// `user.deactivated`: the user's connections get the event and are closed for good.
     pub fn user_deactivated(&self, user: &User, created_by: Option<&User>) {
-        let extra = serde_json::json!({"created_by": created_by.map(|u| Value::Object(u.to_wire(false)))});
+        let extra =
+            serde_json::json!({"created_by": created_by.map(|u| Value::Object(u.to_wire(false)))});
         let frame = events::user_event("user.deactivated", user, false, Some(extra));
         self.end_user(&user.id, Some(&frame), 17, "the user was deactivated");
         self.to_admins(&frame);
@@ -191,7 +192,8 @@ impl Hub {
 
     /// `user.reactivated`: to admin subscribers (the user has no connection yet).
     pub fn user_reactivated(&self, user: &User, created_by: Option<&User>) {
-        let extra = serde_json::json!({"created_by": created_by.map(|u| Value::Object(u.to_wire(false)))});
+        let extra =
+            serde_json::json!({"created_by": created_by.map(|u| Value::Object(u.to_wire(false)))});
         let frame = events::user_event("user.reactivated", user, false, Some(extra));
         self.to_admins(&frame);
     }
@@ -215,10 +217,7 @@ impl Hub {
                 .collect(),
         };
         for c in conns.iter().filter(|c| hit(c)) {
-            c.close_with(
-                Some(frame.clone()),
-                CloseOrder::normal(40, "token revoked"),
-            );
+            c.close_with(Some(frame.clone()), CloseOrder::normal(40, "token revoked"));
         }
     }
 
@@ -246,6 +245,15 @@ impl Hub {
         for c in watchers {
             if c.user_id.as_ref() != user.id {
                 self.send(&c, &frame);
+            }
+        }
+    }
+
+    /// Calls `f` on every live connection (for the liveness ticker).
+    pub fn for_each_conn(&self, mut f: impl FnMut(&Arc<ConnHandle>)) {
+        for entry in self.by_user.iter() {
+            for c in entry.value() {
+                f(c);
             }
         }
     }

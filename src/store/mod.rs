@@ -49,6 +49,7 @@ pub enum NameScope {
 
 /// One change in a batch.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a batch holds at most 100 changes
 pub enum UserChange {
     /// Write the user (create or replace).
     Put {
@@ -132,8 +133,7 @@ pub trait Store: Send + Sync + 'static {
     /// Users matching a query (filter, sort, paging), never soft-deleted ones.
     async fn query_users(&self, query: &UserQuery) -> Result<Vec<User>, StoreError>;
     /// Ids of other active users holding a name in the given scope (for tests and audits).
-    async fn name_holders(&self, name: &str, scope: &NameScope)
-        -> Result<Vec<String>, StoreError>;
+    async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError>;
     /// The app settings object.
     async fn app_settings(&self) -> Result<Map<String, Value>, StoreError>;
     /// Replaces the app settings object, durably.

@@ -345,11 +345,7 @@ impl Store for SledStore {
         .await
     }
 
-    async fn name_holders(
-        &self,
-        name: &str,
-        scope: &NameScope,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError> {
         let norm = normalise(name);
         let key = match scope {
             NameScope::App => app_key(&norm),
@@ -370,10 +366,7 @@ impl Store for SledStore {
 
     async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(settings).expect("settings encode");
-        self.inner
-            .settings
-            .insert("app", bytes)
-            .map_err(backend)?;
+        self.inner.settings.insert("app", bytes).map_err(backend)?;
         self.durable().await
     }
 

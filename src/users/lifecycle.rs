@@ -114,7 +114,11 @@ impl UsersService {
     ) -> Result<User, ApiError> {
         let op = "DeleteUser";
         validate_id(id).map_err(|e| e.in_operation(op))?;
-        let mode = if hard { DeleteMode::Hard } else { DeleteMode::Soft };
+        let mode = if hard {
+            DeleteMode::Hard
+        } else {
+            DeleteMode::Soft
+        };
         let now = Timestamp::now();
         let user = self
             .write_cycle(|svc| {
@@ -147,7 +151,9 @@ impl UsersService {
                 .unwrap_or(DeleteMode::Soft);
             let messages = opt_str(body, "messages")?;
             if messages.is_some_and(|m| DeleteMode::parse(m).is_none()) {
-                return Err(ApiError::input("messages must be one of [soft pruning hard]"));
+                return Err(ApiError::input(
+                    "messages must be one of [soft pruning hard]",
+                ));
             }
             let conversations = opt_str(body, "conversations")?;
             if conversations.is_some_and(|c| c != "soft" && c != "hard") {

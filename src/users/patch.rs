@@ -23,8 +23,9 @@ pub fn validate_path(path: &str) -> Result<(), ApiError> {
         || path.contains("..")
         || path.chars().any(char::is_whitespace);
     if bad {
-        return Err(ApiError::input(format!("invalid key '{path}'"))
-            .with_field(path, "invalid key"));
+        return Err(
+            ApiError::input(format!("invalid key '{path}'")).with_field(path, "invalid key")
+        );
     }
     Ok(())
 }
@@ -169,8 +170,12 @@ mod tests {
             .as_object()
             .unwrap()
             .clone();
-        let p = Patch::parse(Some(&json!({"a.d.e":3,"x":1})), Some(&json!(["a.b", "color"])), &[])
-            .unwrap();
+        let p = Patch::parse(
+            Some(&json!({"a.d.e":3,"x":1})),
+            Some(&json!(["a.b", "color"])),
+            &[],
+        )
+        .unwrap();
         p.apply(&mut m);
         assert_eq!(Value::Object(m), json!({"a":{"c":2,"d":{"e":3}},"x":1}));
     }
@@ -178,7 +183,10 @@ mod tests {
     #[test]
     fn invalid_keys() {
         for k in ["a..b", ".a", "a.", "a b", "a\tb", ""] {
-            assert!(Patch::parse(Some(&json!({ k: 1 })), None, &[]).is_err(), "{k}");
+            assert!(
+                Patch::parse(Some(&json!({ k: 1 })), None, &[]).is_err(),
+                "{k}"
+            );
         }
         assert!(Patch::parse(Some(&json!({"a.b":1})), Some(&json!(["a"])), &[]).is_err());
         assert!(Patch::parse(Some(&json!({"a":1})), Some(&json!(["a"])), &[]).is_err());

@@ -228,9 +228,9 @@ fn parse_filter(m: &Map<String, Value>, depth: usize) -> Result<Filter, ApiError
                     .ok_or_else(|| ApiError::input(format!("{key} needs a list of filters")))?;
                 let mut subs = Vec::with_capacity(arr.len());
                 for sub in arr {
-                    let sub = sub.as_object().ok_or_else(|| {
-                        ApiError::input(format!("{key} needs a list of filters"))
-                    })?;
+                    let sub = sub
+                        .as_object()
+                        .ok_or_else(|| ApiError::input(format!("{key} needs a list of filters")))?;
                     subs.push(parse_filter(sub, depth + 1)?);
                 }
                 all.push(match key.as_str() {
@@ -294,9 +294,7 @@ impl Filter {
             Filter::And(fs) => fs.iter().all(|f| f.matches(user)),
             Filter::Or(fs) => fs.iter().any(|f| f.matches(user)),
             Filter::Nor(fs) => !fs.iter().any(|f| f.matches(user)),
-            Filter::Field { field, op, value } => {
-                field_matches(lookup(user, field), *op, value)
-            }
+            Filter::Field { field, op, value } => field_matches(lookup(user, field), *op, value),
         }
     }
 }
@@ -355,10 +353,7 @@ fn field_matches(field: Option<&Value>, op: Op, operand: &Value) -> bool {
             }
         }
         Op::Autocomplete => {
-            let prefix: String = operand
-                .as_str()
-                .unwrap_or_default()
-                .to_lowercase();
+            let prefix: String = operand.as_str().unwrap_or_default().to_lowercase();
             let Some(text) = field.and_then(Value::as_str) else {
                 return false;
             };
@@ -426,7 +421,10 @@ mod tests {
 
     #[test]
     fn operators() {
-        let u = user("alice", json!({"name":"Alice Smith","teams":["red"],"age":30}));
+        let u = user(
+            "alice",
+            json!({"name":"Alice Smith","teams":["red"],"age":30}),
+        );
         let q = |f: Value| {
             UserQuery::parse(&json!({ "filter_conditions": f }))
                 .unwrap()

@@ -51,9 +51,10 @@ pub struct UsersService {
 /// Maps a store failure to the wire, in the words of the rules.
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Tombstoned(id) => {
-            ApiError::new(ErrorCode::DoesNotExist, format!("the user {id} was deleted"))
-        }
+        StoreError::Tombstoned(id) => ApiError::new(
+            ErrorCode::DoesNotExist,
+            format!("the user {id} was deleted"),
+        ),
         StoreError::NameTaken { name, team: None } => ApiError::new(
             ErrorCode::DuplicateUsername,
             format!("username '{name}' already exists"),
@@ -82,9 +83,9 @@ pub(crate) fn name_checks(mode: Enforcement, old: Option<&User>, new: &User) -> 
     if norm.is_empty() {
         return Vec::new();
     }
-    let held = old.filter(|o| o.is_active()).filter(|o| {
-        o.name.as_deref().map(normalise).unwrap_or_default() == norm
-    });
+    let held = old
+        .filter(|o| o.is_active())
+        .filter(|o| o.name.as_deref().map(normalise).unwrap_or_default() == norm);
     match (mode, held) {
         (Enforcement::App, Some(_)) => Vec::new(),
         (Enforcement::App, None) => vec![NameScope::App],
@@ -99,7 +100,10 @@ pub(crate) fn name_checks(mode: Enforcement, old: Option<&User>, new: &User) -> 
 }
 
 pub(crate) fn deleted(id: &str) -> ApiError {
-    ApiError::new(ErrorCode::DoesNotExist, format!("the user {id} was deleted"))
+    ApiError::new(
+        ErrorCode::DoesNotExist,
+        format!("the user {id} was deleted"),
+    )
 }
 
 pub(crate) fn missing(id: &str) -> ApiError {
@@ -223,10 +227,10 @@ impl UsersService {
             return Err(ApiError::input("users is a required field").in_operation(op));
         }
         if users.len() > MAX_BATCH {
-            return Err(ApiError::input(format!(
-                "users must contain at most {MAX_BATCH} items"
-            ))
-            .in_operation(op));
+            return Err(
+                ApiError::input(format!("users must contain at most {MAX_BATCH} items"))
+                    .in_operation(op),
+            );
         }
         let mut inputs = Vec::with_capacity(users.len());
         for (key, value) in users {

@@ -1,0 +1,238 @@
+//! One client connection: the handshake over the upgraded socket, then a single `select!`
+//! loop that answers health checks, drains the hub's outbound queue and carries out close
+//! orders. Timers live in the shared liveness ticker, not here, to keep idle sockets cheap.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use super::handshake::{self, ConnectRequest, Connected};
+use super::GatewayState;
+use crate::hub::{CloseOrder, ConnHandle, RegisterError, CLOSE_TRY_AGAIN};
+use crate::protocol::events::connection_error;
+use crate::protocol::{ApiError, ErrorCode, Timestamp};
+
+fn health_frame(conn_id: &str) -> String {
+    json!({
+        "type": "health.check",
+        "connection_id": conn_id,
+        "cid": "*",
+        "created_at": Timestamp::now().to_wire(),
+    })
+    .to_string()
+}
+
+async fn send_text(ws: &mut WebSocket, text: String, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, ws.send(Message::Text(Utf8Bytes::from(text)))).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn close(ws: &mut WebSocket, order: &CloseOrder, timeout: Duration) {
+    let frame = CloseFrame {
+        code: order.code,
+        reason: Utf8Bytes::from(order.reason.clone()),
+    };
+    let _ = tokio::time::timeout(timeout, ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// Refuses a connect: one `connection.error` frame, then close 1000 with a JSON reason.
+async fn refuse(ws: &mut WebSocket, err: &ApiError, timeout: Duration) {
+    metrics::counter!("gateway_connects_refused", "code" => err.code.code().to_string())
+        .increment(1);
+    tracing::info!(code = err.code.code(), reason = %err.detail, "connect refused");
+    let frame = connection_error(err.code.code(), &err.message(), err.code.status());
+    if send_text(ws, frame.to_string(), timeout).await {
+        close(
+            ws,
+            &CloseOrder::normal(err.code.code(), &err.detail),
+            timeout,
+        )
+        .await;
+    }
+}
+
+/// Runs an upgraded `/connect` socket from handshake to close.
+pub async fn serve(mut ws: WebSocket, state: GatewayState, mut req: ConnectRequest) {
+    let limits = state.limits.clone();
+    let write_timeout = limits.write_timeout;
+    if state.svc.hub().is_full() {
+        metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
+        close(
+            &mut ws,
+            &CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full"),
+            write_timeout,
+        )
+        .await;
+        return;
+    }
+    let handshake = async {
+        if req.awaits_frame() {
+            let frame = loop {
+                match ws.recv().await {
+                    Some(Ok(Message::Text(t))) => break t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => return Err(None),
+                }
+            };
+            req = req.clone().with_frame(frame.as_str()).map_err(Some)?;
+        }
+        handshake::authenticate(&state.svc, &req)
+            .await
+            .map_err(Some)
+    };
+    let connected = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(Some(e))) => return refuse(&mut ws, &e, write_timeout).await,
+        Ok(Err(None)) => return,
+        Err(_) => {
+            let e = ApiError::new(
+                ErrorCode::RequestTimeout,
+                "connect data did not arrive in time",
+            );
+            return refuse(&mut ws, &e, write_timeout).await;
+        }
+    };
+    let conn_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let span = tracing::info_span!("conn", conn_id = %conn_id, user_id = %connected.user.id);
+    run(ws, state, connected, conn_id).instrument(span).await
+}
+
+async fn run(mut ws: WebSocket, state: GatewayState, connected: Connected, conn_id: Arc<str>) {
+    let hub = state.svc.hub().clone();
+    let write_timeout = state.limits.write_timeout;
+    let Connected {
+        user,
+        token_iat,
+        anonymous,
+    } = connected;
+    let handle = Arc::new(ConnHandle::new(
+        conn_id.clone(),
+        user.id.as_str().into(),
+        token_iat,
+        anonymous,
+    ));
+    handle
+        .last_seen
+        .store(state.clock.now_secs(), Ordering::Relaxed);
+    let first = match hub.register(&handle) {
+        Ok(first) => first,
+        Err(RegisterError::PerUserLimit) => {
+            let e = ApiError::new(
+                ErrorCode::TooManyConnections,
+                format!("user {} has too many connections", user.id),
+            );
+            return refuse(&mut ws, &e, write_timeout).await;
+        }
+        Err(RegisterError::TotalLimit) => {
+            metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
+            let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
+            return close(&mut ws, &order, write_timeout).await;
+        }
+    };
+    metrics::counter!("gateway_connects_accepted").increment(1);
+    let now = Timestamp::now();
+    let mut me = user.to_me(true);
+    me.insert("last_active".into(), Value::String(now.to_wire()));
+    let first_frame = json!({
+        "type": "health.check",
+        "connection_id": &*conn_id,
+        "cid": "*",
+        "created_at": now.to_wire(),
+        "me": me,
+    })
+    .to_string();
+    let sent = send_text(&mut ws, first_frame, write_timeout).await;
+    if sent && !anonymous {
+        if first {
+            let mut online = user.clone();
+            online.last_active = Some(now);
+            hub.presence_changed(&online, true);
+        }
+        state.svc.touch_last_active(&user.id, now).await;
+    }
+    tracing::debug!("connected");
+    if sent {
+        pump(&mut ws, &state, &handle).await;
+    }
+    let last = hub.unregister(&handle);
+    if last && !anonymous {
+        let now = Timestamp::now();
+        state.svc.touch_last_active(&user.id, now).await;
+        let mut offline = user;
+        offline.last_active = Some(now);
+        hub.presence_changed(&offline, false);
+    }
+    tracing::debug!("disconnected");
+}
+
+/// The connection's loop: client frames in, queued frames out, until either side closes.
+async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>) {
+    let write_timeout = state.limits.write_timeout;
+    loop {
+        tokio::select! {
+            msg = ws.recv() => {
+                let Some(Ok(msg)) = msg else { return };
+                handle.last_seen.store(state.clock.now_secs(), Ordering::Relaxed);
+                match msg {
+                    Message::Text(text) => {
+                        if is_health_check(text.as_str())
+                            && !send_text(ws, health_frame(&handle.conn_id), write_timeout).await
+                        {
+                            return;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let order = CloseOrder::raw(1003, "binary frames are not supported");
+                        return close(ws, &order, write_timeout).await;
+                    }
+                    Message::Close(_) => return,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = handle.notified() => {
+                let (frames, order) = handle.drain();
+                for f in frames {
+                    if !send_text(ws, f.to_string(), write_timeout).await {
+                        return;
+                    }
+                }
+                if let Some(order) = order {
+                    return close(ws, &order, write_timeout).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a client text frame is a health check: `[{"type":"health.check",...}]` (the JS
+/// SDK) or the bare object (other SDKs).
+fn is_health_check(text: &str) -> bool {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(items)) => items
+            .first()
+            .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some("health.check")),
+        Ok(v) => v.get("type").and_then(Value::as_str) == Some("health.check"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_health_check;
+
+    #[test]
+    fn health_check_forms() {
+        assert!(is_health_check(
+            r#"[{"type":"health.check","client_id":"a--1"}]"#
+        ));
+        assert!(is_health_check(r#"{"type":"health.check"}"#));
+        assert!(!is_health_check(r#"{"type":"other"}"#));
+        assert!(!is_health_check("not json"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The `/connect` handshake: where the connect data comes from (query or first frame), and
+//! turning it into an authenticated, created-or-merged user — or a refusal with its code.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::auth::Identity;
+use crate::protocol::{ApiError, ErrorCode};
+use crate::users::model::{validate_id, User};
+use crate::users::UsersService;
+
+/// What a client sends to connect, from the query string or a connect frame.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectRequest {
+    /// `api_key`.
+    pub api_key: Option<String>,
+    /// `authorization` (the JWT), absent for anonymous users.
+    pub token: Option<String>,
+    /// `stream-auth-type`.
+    pub auth_type: Option<String>,
+    /// The decoded `json` payload.
+    pub payload: Option<Value>,
+}
+
+fn no_token(t: &str) -> bool {
+    t.is_empty() || t == "undefined" || t == "null"
+}
+
+impl ConnectRequest {
+    /// Reads the form-decoded query string. `json` that is not valid JSON is kept as a
+    /// string so the refusal can say so.
+    pub fn from_query(query: &HashMap<String, String>) -> Self {
+        Self {
+            api_key: query.get("api_key").cloned(),
+            token: query.get("authorization").filter(|t| !no_token(t)).cloned(),
+            auth_type: query.get("stream-auth-type").cloned(),
+            payload: query
+                .get("json")
+                .map(|j| serde_json::from_str(j).unwrap_or_else(|_| Value::String(j.clone()))),
+        }
+    }
+
+    /// Whether the connect data is still to come in a first frame.
+    pub fn awaits_frame(&self) -> bool {
+        self.payload.is_none()
+    }
+
+    /// Completes the request from a connect frame: the `json` payload itself, optionally
+    /// carrying `authorization` and `stream-auth-type` next to `user_id` / `user_details`.
+    pub fn with_frame(mut self, frame: &str) -> Result<Self, ApiError> {
+        let mut obj: Map<String, Value> = serde_json::from_str(frame)
+            .map_err(|_| ApiError::input("the connect frame must be a JSON object"))?;
+        if let Some(Value::String(t)) = obj.remove("authorization") {
+            if !no_token(&t) {
+                self.token = Some(t);
+            }
+        }
+        if let Some(Value::String(t)) = obj.remove("stream-auth-type") {
+            self.auth_type = Some(t);
+        }
+        if let Some(Value::String(k)) = obj.remove("api_key") {
+            self.api_key.get_or_insert(k);
+        }
+        self.payload = Some(Value::Object(obj));
+        Ok(self)
+    }
+}
+
+/// Who ended up connected.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The user (for anonymous users, an unstored one with role `anonymous`).
+    pub user: User,
+    /// `iat` of the token, if any.
+    pub token_iat: Option<i64>,
+    /// Anonymous connection.
+    pub anonymous: bool,
+}
+
+fn auth_failed(detail: &str) -> ApiError {
+    ApiError::new(ErrorCode::AuthFailed, detail)
+}
+
+/// Authenticates the request and applies connectUser semantics (§5.2).
+pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Connected, ApiError> {
+    match req.api_key.as_deref() {
+        Some(k) if k == svc.api_key() => {}
+        _ => return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found")),
+    }
+    let payload = match &req.payload {
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::input("json must be a JSON object")),
+        None => return Err(ApiError::input("json is a required field")),
+    };
+    let details = match payload.get("user_details") {
+        Some(Value::Object(d)) => d,
+        _ => return Err(ApiError::input("user_details is a required field")),
+    };
+    let requested = payload
+        .get("user_id")
+        .and_then(Value::as_str)
+        .or_else(|| details.get("id").and_then(Value::as_str))
+        .ok_or_else(|| ApiError::input("user_id is a required field"))?;
+    match req.auth_type.as_deref() {
+        Some("anonymous") => {
+            if req.token.is_some() {
+                return Err(auth_failed("anonymous connections carry no token"));
+            }
+            let mut user = User::new(
+                &format!("!anon{}", uuid::Uuid::new_v4().simple()),
+                crate::protocol::Timestamp::now(),
+            );
+            user.role = "anonymous".into();
+            Ok(Connected {
+                user,
+                token_iat: None,
+                anonymous: true,
+            })
+        }
+        Some("jwt") => {
+            let token = req
+                .token
+                .as_deref()
+                .ok_or_else(|| auth_failed("JWTAuth error: token is missing"))?;
+            let (user_id, iat) = match svc.authenticate(token).await? {
+                Identity::User { user_id, iat } => (user_id, iat),
+                Identity::Server => {
+                    return Err(auth_failed("server tokens cannot connect as a user"))
+                }
+            };
+            if user_id != requested {
+                return Err(auth_failed(
+                    "JWTAuth error: token user_id does not match the requested user",
+                ));
+            }
+            validate_id(&user_id)?;
+            let (user, _) = svc.connect_user(&user_id, details).await?;
+            Ok(Connected {
+                user,
+                token_iat: iat,
+                anonymous: false,
+            })
+        }
+        _ => Err(auth_failed("stream-auth-type must be jwt or anonymous")),
+    }
+}

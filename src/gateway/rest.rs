@@ -1,0 +1,200 @@
+//! Client-side REST on the public listener: guests, the caller's own user, and queries.
+//! Anonymous callers may only query.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::GatewayState;
+use crate::auth::Identity;
+use crate::http::{self, Credentials, JsonBody};
+use crate::protocol::{ApiError, ErrorCode};
+use crate::users::{Caller, UsersService};
+
+/// Authenticates a client request: api key, then a user token (`jwt`) or nobody
+/// (`anonymous`). A `user_id` query parameter must name the token's user.
+async fn caller(
+    svc: &UsersService,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let creds = Credentials::from_parts(query, headers);
+    match creds.api_key.as_deref() {
+        Some(k) if k == svc.api_key() => {}
+        _ => return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found")),
+    }
+    match creds.auth_type.as_deref() {
+        Some("anonymous") => Ok(Caller::Anonymous),
+        Some("jwt") => {
+            let token = creds.token.ok_or_else(|| {
+                ApiError::new(ErrorCode::AuthFailed, "JWTAuth error: token is missing")
+            })?;
+            match svc.authenticate(&token).await? {
+                Identity::User { user_id, .. } => {
+                    if query.get("user_id").is_some_and(|q| q != &user_id) {
+                        return Err(ApiError::new(
+                            ErrorCode::AuthFailed,
+                            "user_id does not match the token",
+                        ));
+                    }
+                    Ok(Caller::User(user_id))
+                }
+                Identity::Server => Err(ApiError::new(
+                    ErrorCode::AuthFailed,
+                    "server tokens are only accepted on the admin listener",
+                )),
+            }
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::AuthFailed,
+            "stream-auth-type must be jwt or anonymous",
+        )),
+    }
+}
+
+fn anonymous_write(op: &'static str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotAllowed,
+        "anonymous users are not allowed to perform this action",
+    )
+    .in_operation(op)
+}
+
+fn respond(result: Result<Map<String, Value>, ApiError>, started: Instant) -> Response {
+    match result {
+        Ok(body) => http::ok(body, started),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn users_map(svc: &UsersService, users: &[crate::users::model::User]) -> Value {
+    let mut m = Map::new();
+    for u in users {
+        m.insert(u.id.clone(), Value::Object(svc.wire(u)));
+    }
+    Value::Object(m)
+}
+
+/// `POST /guest`: no token needed; the gateway mints one for the new guest.
+pub async fn guest(
+    State(state): State<GatewayState>,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Response {
+    let started = Instant::now();
+    let query = http::query_map(uri.query());
+    let result = async {
+        let creds = Credentials::from_parts(&query, &headers);
+        if creds.api_key.as_deref() != Some(state.svc.api_key()) {
+            return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found"));
+        }
+        let (user, token) = state.svc.create_guest(&body).await?;
+        Ok(
+            json!({"access_token": token, "user": state.svc.wire(&user)})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+    .await;
+    respond(result, started)
+}
+
+/// `POST /users`: the caller's own user, without role or teams changes.
+pub async fn upsert_users(
+    State(state): State<GatewayState>,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Response {
+    let started = Instant::now();
+    let query = http::query_map(uri.query());
+    let result = async {
+        let who = caller(&state.svc, &query, &headers).await?;
+        if who == Caller::Anonymous {
+            return Err(anonymous_write("UpdateUsers"));
+        }
+        let users = state.svc.upsert_users(&body, &who).await?;
+        let mut out = Map::new();
+        out.insert("users".into(), users_map(&state.svc, &users));
+        Ok(out)
+    }
+    .await;
+    respond(result, started)
+}
+
+/// `PATCH /users`: partial update of the caller's own user.
+pub async fn partial_update_users(
+    State(state): State<GatewayState>,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Response {
+    let started = Instant::now();
+    let query = http::query_map(uri.query());
+    let result = async {
+        let who = caller(&state.svc, &query, &headers).await?;
+        if who == Caller::Anonymous {
+            return Err(anonymous_write("UpdateUsersPartial"));
+        }
+        let users = state.svc.partial_update_users(&body, &who).await?;
+        let mut out = Map::new();
+        out.insert("users".into(), users_map(&state.svc, &users));
+        Ok(out)
+    }
+    .await;
+    respond(result, started)
+}
+
+/// `GET /users?payload=`: a query; with `presence: true` and the caller's `connection_id`,
+/// that connection receives presence changes of the users returned.
+pub async fn query_users(
+    State(state): State<GatewayState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let query = http::query_map(uri.query());
+    let result = async {
+        let who = caller(&state.svc, &query, &headers).await?;
+        let payload: Value = match query.get("payload") {
+            Some(p) => serde_json::from_str(p).map_err(|e| {
+                ApiError::input(format!("payload is not valid JSON: {e}"))
+                    .in_operation("QueryUsers")
+            })?,
+            None => json!({}),
+        };
+        let users = state.svc.query_users(&payload, &who).await?;
+        let wants_presence = payload.get("presence").and_then(Value::as_bool) == Some(true);
+        if let (true, Some(conn_id)) = (wants_presence, query.get("connection_id")) {
+            if let Some(conn) = state.svc.hub().connection(conn_id) {
+                let own = match &who {
+                    Caller::User(id) => conn.user_id.as_ref() == id,
+                    _ => conn.anonymous,
+                };
+                if own {
+                    let ids = users
+                        .iter()
+                        .filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_owned));
+                    state
+                        .svc
+                        .hub()
+                        .watch_presence(&conn, ids.collect::<Vec<_>>().into_iter());
+                }
+            }
+        }
+        let mut out = Map::new();
+        out.insert(
+            "users".into(),
+            Value::Array(users.into_iter().map(Value::Object).collect()),
+        );
+        Ok(out)
+    }
+    .await;
+    respond(result, started)
+}
