@@ -67,6 +67,8 @@ pub async fn run(listener: TcpListener, config: BaselineConfig, shutdown: impl F
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut query = None;
+    // The signature is tungstenite's `Callback`; its error type is not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         if request.uri().path() != "/connect" {
             let mut not_found = ErrorResponse::new(None);

@@ -78,8 +78,11 @@ fn name_key(user: &Value, id: &str) -> Option<Vec<u8>> {
 
 type TxResult<T> = Result<T, TransactionError<String>>;
 
+/// A user ready to write: id, serialised JSON, name-index key.
+type PreparedUser = (String, Vec<u8>, Option<Vec<u8>>);
+
 /// Writes `batch` (id, user) pairs in one transaction across both trees.
-fn upsert_batch(trees: &Trees, batch: &[(String, Vec<u8>, Option<Vec<u8>>)]) -> TxResult<()> {
+fn upsert_batch(trees: &Trees, batch: &[PreparedUser]) -> TxResult<()> {
     (&trees.users, &trees.names).transaction(|(users, names)| {
         for (id, json, new_key) in batch {
             if let Some(old) = users.get(id.as_bytes())? {

@@ -1,1 +1,300 @@
-//! The scenario runner behind `benchrun`.
+//! The scenario runner behind `benchrun`: starts each server fresh, drives it with `loadgen`,
+//! reads its RSS and CPU from `/proc`, and writes `bench/results/*.json` and `BENCHMARKS.md`.
+//!
+//! - `server`    — starting, probing and stopping the gateway and the baseline.
+//! - `procs`     — `loadgen` / `sledbase` child processes and their reports.
+//! - `scenarios` — the five scenarios and their sizes.
+//! - `results`   — the result records (the JSON schema).
+//! - `report`    — markdown and SVG from the result files.
+
+pub mod procs;
+pub mod report;
+pub mod results;
+pub mod scenarios;
+pub mod server;
+
+use clap::Parser;
+use results::Meta;
+use scenarios::{Ctx, Sizes};
+use server::{Kind, ServerEnv};
+use std::path::PathBuf;
+
+/// Scenarios in the order they run.
+pub const SCENARIOS: [&str; 5] = ["memory", "connect", "admin", "events", "cpu"];
+
+/// Options of `benchrun` (what `scripts/bench.sh` passes through).
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Runs the gateway benchmarks and writes bench/results/*.json and BENCHMARKS.md")]
+pub struct RunArgs {
+    /// Tiny sizes, one run, output under target/bench-tiny: checks the harness, measures nothing.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Runs per configuration (default 3; 1 with --tiny).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Comma-separated subset of: memory, connect, admin, events, cpu.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "memory,connect,admin,events,cpu"
+    )]
+    pub scenarios: Vec<String>,
+    /// Comma-separated servers to measure: gateway, baseline.
+    #[arg(long, value_delimiter = ',', default_value = "gateway,baseline")]
+    pub servers: Vec<String>,
+    /// Directory holding loadgen, baseline and sledbase (default: this binary's directory).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// The gateway binary (default: chat-gateway in --bin-dir).
+    #[arg(long)]
+    pub gateway_bin: Option<PathBuf>,
+    /// Where the JSON results (and the SVG) go (default bench/results, or target/bench-tiny).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// The markdown report (default BENCHMARKS.md, or <out-dir>/BENCHMARKS.md with --tiny).
+    #[arg(long)]
+    pub doc: Option<PathBuf>,
+    /// Scratch space for data directories and server logs.
+    #[arg(long, default_value = "target/bench-work")]
+    pub work_dir: PathBuf,
+    /// Hand-written observations appended to the report.
+    #[arg(long, default_value = "bench/NOTES.md")]
+    pub notes: PathBuf,
+    /// loadgen processes per connection run (each holds < 20,000 descriptors).
+    #[arg(long, default_value_t = 2)]
+    pub procs: usize,
+    /// Handshakes in flight per loadgen process.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// App API key given to the gateway.
+    #[arg(long, default_value = "bench-key")]
+    pub api_key: String,
+    /// App API secret given to the servers.
+    #[arg(long, default_value = "bench-secret")]
+    pub secret: String,
+    /// Only regenerate the report from the existing JSON.
+    #[arg(long)]
+    pub report_only: bool,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Describes this machine and the tree being measured.
+pub fn meta(runs: usize, tiny: bool) -> Meta {
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let mem_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    let commit = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    Meta {
+        date: crate::timefmt::rfc3339_now(),
+        commit,
+        cpu_model,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        runs,
+        tiny,
+    }
+}
+
+/// Problems that make a run's figures suspect (failed connects, missed events, drops).
+fn problems(out_dir: &std::path::Path) -> Vec<String> {
+    let all = report::AllResults::load(out_dir);
+    let mut found = Vec::new();
+    if let Some(r) = &all.memory {
+        for run in r
+            .runs
+            .iter()
+            .filter(|x| x.failed > 0 || x.connected != x.conns)
+        {
+            found.push(format!(
+                "memory {} n={}: {} of {} connected",
+                run.server, run.conns, run.connected, run.conns
+            ));
+        }
+    }
+    if let Some(r) = &all.connect {
+        for run in r.runs.iter().filter(|x| x.failed > 0) {
+            found.push(format!(
+                "connect {} {}: {} failed ({:?})",
+                run.server, run.pass, run.failed, run.first_error
+            ));
+        }
+    }
+    if let Some(r) = &all.admin {
+        for run in r.runs.iter().filter(|x| x.failed > 0) {
+            found.push(format!(
+                "admin {}: {} failed ({:?})",
+                run.target, run.failed, run.first_error
+            ));
+        }
+    }
+    if let Some(r) = &all.events {
+        for run in r
+            .runs
+            .iter()
+            .filter(|x| x.update_missed + x.deactivate_missed > 0)
+        {
+            found.push(format!(
+                "events run {}: {} updates and {} deactivations missed ({:?})",
+                run.run, run.update_missed, run.deactivate_missed, run.first_error
+            ));
+        }
+    }
+    if let Some(r) = &all.cpu {
+        for run in r
+            .runs
+            .iter()
+            .filter(|x| x.dropped > 0 || x.connected != r.conns)
+        {
+            found.push(format!(
+                "cpu {}: {} connected, {} dropped",
+                run.server, run.connected, run.dropped
+            ));
+        }
+    }
+    found
+}
+
+/// Runs the selected scenarios; returns the process exit code.
+pub async fn run(args: RunArgs) -> i32 {
+    let tiny = args.tiny;
+    let runs = args.runs.unwrap_or(if tiny { 1 } else { 3 }).max(1);
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(if tiny {
+            "target/bench-tiny"
+        } else {
+            "bench/results"
+        })
+    });
+    let doc = args.doc.clone().unwrap_or_else(|| {
+        if tiny {
+            out_dir.join("BENCHMARKS.md")
+        } else {
+            PathBuf::from("BENCHMARKS.md")
+        }
+    });
+    let notes = std::fs::read_to_string(&args.notes).ok().filter(|_| !tiny);
+
+    if !args.report_only {
+        let bin_dir = args.bin_dir.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("target/release"))
+        });
+        let servers: Vec<Kind> = args
+            .servers
+            .iter()
+            .filter_map(|s| match s.trim() {
+                "gateway" => Some(Kind::Gateway),
+                "baseline" => Some(Kind::Baseline),
+                other => {
+                    eprintln!("[benchrun] unknown server {other:?} ignored");
+                    None
+                }
+            })
+            .collect();
+        let env = ServerEnv {
+            gateway_bin: args
+                .gateway_bin
+                .clone()
+                .unwrap_or_else(|| bin_dir.join("chat-gateway")),
+            baseline_bin: bin_dir.join("baseline"),
+            work_dir: args.work_dir.clone(),
+            api_key: args.api_key.clone(),
+            secret: args.secret.clone(),
+            max_connections: 19_500,
+        };
+        let sizes = if tiny { Sizes::tiny() } else { Sizes::full() };
+        let mut ctx = Ctx::new(
+            env,
+            bin_dir.join("loadgen"),
+            bin_dir.join("sledbase"),
+            sizes,
+            runs,
+            args.procs,
+            args.concurrency,
+            servers,
+        );
+        let mut failed = false;
+        for scenario in SCENARIOS
+            .iter()
+            .filter(|s| args.scenarios.iter().any(|a| a.trim() == **s))
+        {
+            ctx.meta = meta(runs, tiny);
+            eprintln!("[benchrun] scenario {scenario}");
+            let saved = match *scenario {
+                "memory" => scenarios::idle_memory(&ctx)
+                    .await
+                    .map(|r| report::save(&out_dir, report::FILES[0], &r)),
+                "connect" => scenarios::connect_rate(&ctx)
+                    .await
+                    .map(|r| report::save(&out_dir, report::FILES[1], &r)),
+                "admin" => scenarios::admin_writes(&ctx)
+                    .await
+                    .map(|r| report::save(&out_dir, report::FILES[2], &r)),
+                "events" if ctx.servers.contains(&Kind::Gateway) => scenarios::event_latency(&ctx)
+                    .await
+                    .map(|r| report::save(&out_dir, report::FILES[3], &r)),
+                "events" => {
+                    eprintln!("[benchrun] events needs the gateway; skipped");
+                    continue;
+                }
+                _ => scenarios::idle_cpu(&ctx)
+                    .await
+                    .map(|r| report::save(&out_dir, report::FILES[4], &r)),
+            };
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    eprintln!("[benchrun] cannot write results: {e}");
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("[benchrun] scenario {scenario} failed: {e}");
+                    failed = true;
+                }
+            }
+            if let Err(e) = report::write_report(&out_dir, &doc, notes.as_deref()) {
+                eprintln!("[benchrun] cannot write report: {e}");
+                failed = true;
+            }
+        }
+        let found = problems(&out_dir);
+        for p in &found {
+            eprintln!("[benchrun] problem: {p}");
+        }
+        if failed || (tiny && !found.is_empty()) {
+            return 1;
+        }
+    } else if let Err(e) = report::write_report(&out_dir, &doc, notes.as_deref()) {
+        eprintln!("[benchrun] cannot write report: {e}");
+        return 1;
+    }
+    eprintln!(
+        "[benchrun] results in {}, report {}",
+        out_dir.display(),
+        doc.display()
+    );
+    0
+}

@@ -1,0 +1,317 @@
+//! Result records written under `bench/results/`, one file per scenario, and read back to
+//! regenerate the report. Every figure here was measured; summaries are medians over runs.
+
+use serde::{Deserialize, Serialize};
+
+/// When, where and on what the figures were taken.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// RFC 3339 time the scenario finished.
+    pub date: String,
+    /// `git describe --always --dirty` of the tree measured.
+    pub commit: String,
+    /// CPU model from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Logical cores.
+    pub cores: usize,
+    /// Memory, GiB.
+    pub mem_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+    /// Runs per configuration.
+    pub runs: usize,
+    /// The `--tiny` harness check rather than a real measurement.
+    pub tiny: bool,
+}
+
+/// Scenario 1: idle memory per connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryResults {
+    /// Context.
+    pub meta: Meta,
+    /// Connection counts measured.
+    pub sizes: Vec<usize>,
+    /// Seconds waited before each RSS reading.
+    pub settle_secs: f64,
+    /// Server health-check interval during the run.
+    pub health_check_secs: u64,
+    /// Every run.
+    pub runs: Vec<MemoryRun>,
+    /// Medians per server and size.
+    pub summary: Vec<MemorySummary>,
+}
+
+/// One idle-memory measurement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryRun {
+    /// `gateway` or `baseline`.
+    pub server: String,
+    /// Connections asked for.
+    pub conns: usize,
+    /// Run number (1-based).
+    pub run: usize,
+    /// Connections opened.
+    pub connected: usize,
+    /// Attempts that failed.
+    pub failed: usize,
+    /// Server RSS before connecting, KiB.
+    pub rss_before_kib: u64,
+    /// Server RSS with the connections open and idle, KiB.
+    pub rss_after_kib: u64,
+    /// `(after - before) * 1024 / connected`.
+    pub bytes_per_conn: f64,
+    /// Server descriptors open with the connections held.
+    pub server_fds: usize,
+}
+
+/// Medians of the idle-memory runs for one server and size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemorySummary {
+    /// `gateway` or `baseline`.
+    pub server: String,
+    /// Connections.
+    pub conns: usize,
+    /// Runs the medians are over.
+    pub runs: usize,
+    /// Median bytes per connection.
+    pub bytes_per_conn: f64,
+    /// Median RSS before connecting, KiB.
+    pub rss_before_kib: f64,
+    /// Median RSS with the connections open, KiB.
+    pub rss_after_kib: f64,
+}
+
+/// Scenario 2: connect rate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectResults {
+    /// Context.
+    pub meta: Meta,
+    /// Connections per pass.
+    pub conns: usize,
+    /// loadgen processes.
+    pub procs: usize,
+    /// Handshakes in flight per loadgen process.
+    pub concurrency: usize,
+    /// Every pass of every run.
+    pub runs: Vec<ConnectRun>,
+    /// Medians per server and pass.
+    pub summary: Vec<ConnectSummary>,
+}
+
+/// One pass of connects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectRun {
+    /// `gateway` or `baseline`.
+    pub server: String,
+    /// `new` (users created on connect) or `returning` (same users again).
+    pub pass: String,
+    /// Run number (1-based).
+    pub run: usize,
+    /// Connections opened.
+    pub connected: usize,
+    /// Attempts that failed.
+    pub failed: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// Wall time of the pass, s.
+    pub secs: f64,
+    /// Connections per second.
+    pub rate_per_s: f64,
+    /// Upgrade → first frame, median, ms.
+    pub p50_ms: f64,
+    /// Upgrade → first frame, 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+/// Medians of the connect passes for one server and pass.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectSummary {
+    /// `gateway` or `baseline`.
+    pub server: String,
+    /// `new` or `returning`.
+    pub pass: String,
+    /// Runs the medians are over.
+    pub runs: usize,
+    /// Median connections per second.
+    pub rate_per_s: f64,
+    /// Median of the per-run p50, ms.
+    pub p50_ms: f64,
+    /// Median of the per-run p99, ms.
+    pub p99_ms: f64,
+    /// Failed attempts over all runs.
+    pub failed: usize,
+}
+
+/// Scenario 3: admin writes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AdminResults {
+    /// Context.
+    pub meta: Meta,
+    /// Users upserted per run.
+    pub users: usize,
+    /// Users per batch.
+    pub batch: usize,
+    /// Partial updates per run.
+    pub partial: usize,
+    /// Requests (transactions) in flight.
+    pub concurrency: usize,
+    /// Every run.
+    pub runs: Vec<AdminRun>,
+    /// Medians per target.
+    pub summary: Vec<AdminSummary>,
+}
+
+/// One admin-write run against the gateway or raw sled.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AdminRun {
+    /// `gateway` or `sledbase`.
+    pub target: String,
+    /// Run number (1-based).
+    pub run: usize,
+    /// Users per second through batch upserts.
+    pub upsert_users_per_s: f64,
+    /// One batch, median, ms.
+    pub upsert_p50_ms: f64,
+    /// One batch, 99th percentile, ms.
+    pub upsert_p99_ms: f64,
+    /// Single-user partial updates per second.
+    pub partial_per_s: f64,
+    /// One partial update, median, ms.
+    pub partial_p50_ms: f64,
+    /// One partial update, 99th percentile, ms.
+    pub partial_p99_ms: f64,
+    /// Failed requests or transactions.
+    pub failed: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+/// Medians of the admin-write runs for one target.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AdminSummary {
+    /// `gateway` or `sledbase`.
+    pub target: String,
+    /// Runs the medians are over.
+    pub runs: usize,
+    /// Median users/s.
+    pub upsert_users_per_s: f64,
+    /// Median of per-run p50, ms.
+    pub upsert_p50_ms: f64,
+    /// Median of per-run p99, ms.
+    pub upsert_p99_ms: f64,
+    /// Median partial updates/s.
+    pub partial_per_s: f64,
+    /// Median of per-run p50, ms.
+    pub partial_p50_ms: f64,
+    /// Median of per-run p99, ms.
+    pub partial_p99_ms: f64,
+    /// Failures over all runs.
+    pub failed: usize,
+}
+
+/// Scenario 4: event latency with idle connections around.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventsResults {
+    /// Context.
+    pub meta: Meta,
+    /// Connections open in total (idle ones plus the watched ones).
+    pub conns: usize,
+    /// Watched users receiving the updates.
+    pub users: usize,
+    /// Updates timed per run.
+    pub updates: usize,
+    /// Deactivations timed per run.
+    pub deactivations: usize,
+    /// Every run.
+    pub runs: Vec<EventsRun>,
+    /// Medians over runs.
+    pub summary: EventsRun,
+}
+
+/// One event-latency run (in the summary: medians of the runs, counts summed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventsRun {
+    /// Run number (1-based; 0 in the summary).
+    pub run: usize,
+    /// Idle connections open around the measurement.
+    pub idle_connected: usize,
+    /// PATCH → `user.updated` on the socket, median, ms.
+    pub update_event_p50_ms: f64,
+    /// PATCH → `user.updated`, 99th percentile, ms.
+    pub update_event_p99_ms: f64,
+    /// PATCH → HTTP response, median, ms.
+    pub update_http_p50_ms: f64,
+    /// PATCH → HTTP response, 99th percentile, ms.
+    pub update_http_p99_ms: f64,
+    /// deactivate → socket closed, median, ms.
+    pub deactivate_close_p50_ms: f64,
+    /// deactivate → socket closed, 99th percentile, ms.
+    pub deactivate_close_p99_ms: f64,
+    /// deactivate → HTTP response, median, ms.
+    pub deactivate_http_p50_ms: f64,
+    /// deactivate → HTTP response, 99th percentile, ms.
+    pub deactivate_http_p99_ms: f64,
+    /// Updates without an event in time.
+    pub update_missed: usize,
+    /// Deactivations without a close in time.
+    pub deactivate_missed: usize,
+    /// Deactivated sockets that got `user.deactivated` before the close.
+    pub deactivated_event_seen: usize,
+    /// Idle connections the server dropped during the measurement.
+    pub idle_dropped: u64,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+/// Scenario 5: idle CPU.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuResults {
+    /// Context.
+    pub meta: Meta,
+    /// Connections held.
+    pub conns: usize,
+    /// Measurement window, s.
+    pub window_secs: f64,
+    /// Server health-check interval, s.
+    pub health_check_secs: u64,
+    /// Every run.
+    pub runs: Vec<CpuRun>,
+    /// Medians per server.
+    pub summary: Vec<CpuSummary>,
+}
+
+/// One idle-CPU run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuRun {
+    /// `gateway` or `baseline`.
+    pub server: String,
+    /// Run number (1-based).
+    pub run: usize,
+    /// Connections open.
+    pub connected: usize,
+    /// utime + stime over the window, s.
+    pub cpu_secs: f64,
+    /// `cpu_secs / window` as % of one core.
+    pub cpu_pct_one_core: f64,
+    /// Server RSS at the end of the window, KiB.
+    pub rss_kib: u64,
+    /// Text frames per second the clients received while held.
+    pub frames_per_s: f64,
+    /// Connections the server dropped while held.
+    pub dropped: u64,
+}
+
+/// Medians of the idle-CPU runs for one server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuSummary {
+    /// `gateway` or `baseline`.
+    pub server: String,
+    /// Runs the medians are over.
+    pub runs: usize,
+    /// Median % of one core.
+    pub cpu_pct_one_core: f64,
+    /// Median frames/s received by the clients.
+    pub frames_per_s: f64,
+    /// Median RSS, KiB.
+    pub rss_kib: f64,
+}

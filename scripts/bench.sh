@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Benchmarks: idle memory per connection, connect rate, admin writes, event latency, idle CPU,
+# each against the gateway and against the minimal baselines in bench/.
+#
+#   scripts/bench.sh                         all scenarios, 3 runs each (~20 min on 2 cores)
+#   scripts/bench.sh --scenarios memory,cpu  a subset (memory, connect, admin, events, cpu)
+#   scripts/bench.sh --runs 5                more runs per configuration
+#   scripts/bench.sh --tiny                  CI harness check: tiny sizes, one run, output in
+#                                            target/bench-tiny/, exits non-zero on any failure
+#   scripts/bench.sh --servers baseline      without the gateway (skips the events scenario)
+#   scripts/bench.sh --report-only           rebuild BENCHMARKS.md from bench/results/*.json
+#
+# Writes bench/results/<scenario>.json, bench/results/rss-vs-connections.svg and BENCHMARKS.md.
+# Every other option: target/release/benchrun --help.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(-p chat-gateway-bench)
+case " $* " in
+  *" --report-only "* | *" --servers baseline "* | *" --servers=baseline "*) ;;
+  *) packages+=(-p chat-gateway) ;;
+esac
+cargo build --release "${packages[@]}"
+
+exec target/release/benchrun --bin-dir target/release "$@"
