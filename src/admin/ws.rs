@@ -1,13 +1,171 @@
 //! The admin WebSocket: request/response frames over the same dispatch table as REST, and a
 //! subscription to every `user.*` and presence event.
+//!
+//! Request `{"id":"7","op":"upsertUsers","body":{...},"params":{"id":"bob",...}}` →
+//! `{"id":"7","result":{...}}` or `{"id":"7","error":{...envelope...}}`.
+//! `{"id":"8","op":"subscribe"}` starts the event stream: each event arrives as
+//! `{"event":{...}}`. A subscriber that falls behind is closed with 1013.
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
 
+use super::ops::{dispatch, OpRequest};
 use super::rest::AdminState;
+use crate::hub::{CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN};
+use crate::protocol::ApiError;
+
+/// Largest admin frame accepted (a batch of 100 users fits comfortably).
+const MAX_ADMIN_MESSAGE: usize = 4 << 20;
 
 /// `GET /ws` (authenticated by the router's middleware).
-pub async fn upgrade(State(_state): State<AdminState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(|_socket| async {}).into_response()
+pub async fn upgrade(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let base_url = format!("http://{host}");
+    ws.max_message_size(MAX_ADMIN_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, state, base_url))
+}
+
+async fn send(ws: &mut WebSocket, v: Value) -> bool {
+    ws.send(Message::Text(Utf8Bytes::from(v.to_string())))
+        .await
+        .is_ok()
+}
+
+async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = ws.send(Message::Close(Some(frame))).await;
+}
+
+async fn serve(mut ws: WebSocket, state: AdminState, base_url: String) {
+    let mut stop = state.stop.clone();
+    let mut events: Option<broadcast::Receiver<std::sync::Arc<str>>> = None;
+    loop {
+        tokio::select! {
+            msg = ws.recv() => {
+                let Some(Ok(msg)) = msg else { return };
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Close(_) => return,
+                    Message::Binary(_) => return close(&mut ws, 1003, "text frames only").await,
+                    _ => continue,
+                };
+                let reply = match handle(&state, text.as_str(), &base_url, &mut events).await {
+                    Some(r) => r,
+                    None => continue,
+                };
+                if !send(&mut ws, reply).await {
+                    return;
+                }
+            }
+            event = recv_event(&mut events) => match event {
+                Ok(e) => {
+                    let frame = format!(r#"{{"event":{e}}}"#);
+                    if ws.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "admin subscriber fell behind");
+                    metrics::counter!("gateway_slow_consumer_disconnects").increment(1);
+                    return close(&mut ws, CLOSE_TRY_AGAIN, "slow consumer").await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                return close(&mut ws, CLOSE_GOING_AWAY, "server shutting down").await;
+            }
+        }
+    }
+}
+
+async fn recv_event(
+    events: &mut Option<broadcast::Receiver<std::sync::Arc<str>>>,
+) -> Result<std::sync::Arc<str>, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one request frame; `None` when there is nothing to answer.
+async fn handle(
+    state: &AdminState,
+    text: &str,
+    base_url: &str,
+    events: &mut Option<broadcast::Receiver<std::sync::Arc<str>>>,
+) -> Option<Value> {
+    let frame: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            let e = ApiError::input("frames must be JSON objects with id and op");
+            return Some(json!({"id": null, "error": e.envelope("0.00ms")}));
+        }
+    };
+    let id = frame.get("id").cloned().unwrap_or(Value::Null);
+    let op = frame.get("op").and_then(Value::as_str).unwrap_or_default();
+    let started = std::time::Instant::now();
+    let result = match op {
+        "subscribe" => {
+            events.get_or_insert_with(|| state.svc.hub().subscribe_admin());
+            Ok(json!({"subscribed": true})
+                .as_object()
+                .cloned()
+                .unwrap_or_default())
+        }
+        "unsubscribe" => {
+            *events = None;
+            Ok(Map::new())
+        }
+        _ => {
+            let params: std::collections::HashMap<String, String> = frame
+                .get("params")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            (k.clone(), v)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let req = OpRequest {
+                id: params.get("id").cloned(),
+                params,
+                body: frame.get("body").cloned().unwrap_or_else(|| json!({})),
+                base_url: base_url.to_owned(),
+            };
+            dispatch(&state.svc, op, req).await
+        }
+    };
+    let duration = crate::protocol::time::duration_text(started.elapsed());
+    Some(match result {
+        Ok(mut body) => {
+            body.insert("duration".into(), Value::String(duration));
+            json!({"id": id, "result": body})
+        }
+        Err(e) => {
+            if e.code == crate::protocol::ErrorCode::Internal {
+                tracing::error!(error = %e.detail, op, "admin ws operation failed");
+            }
+            json!({"id": id, "error": e.envelope(&duration)})
+        }
+    })
 }

@@ -1,0 +1,213 @@
+//! Client-side REST on the public listener: the caller's own user only, no role or teams
+//! changes, anonymous read-only, and CORS for browsers.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::{assert_error, encode, Creds, TestServer};
+use crate::ws::uid;
+
+fn user_creds(s: &TestServer, id: &str) -> Creds {
+    Creds {
+        api_key: Some(s.api_key.clone()),
+        token: Some(s.user_token(id)),
+        auth_type: Some("jwt".into()),
+    }
+}
+
+#[tokio::test]
+async fn own_user_updates_and_their_limits() {
+    let s = TestServer::start().await;
+    let id = uid("self");
+    let other = uid("other");
+    s.admin_ok(
+        Method::POST,
+        "/users",
+        Some(json!({"users": {
+            id.clone(): {"id": id, "name": "Self", "teams": ["red"]},
+            other.clone(): {"id": other}
+        }})),
+    )
+    .await;
+    let me = user_creds(&s, &id);
+    let (status, _, body) = s
+        .public_with(
+            Method::PATCH,
+            &format!("/users?user_id={id}"),
+            Some(json!({"users": [{"id": id, "set": {"color": "blue"}}]})),
+            &me,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["users"][id.as_str()]["color"], "blue");
+    assert!(body["duration"].is_string());
+
+    let reply = s
+        .public_with(
+            Method::PATCH,
+            "/users",
+            Some(json!({"users": [{"id": id, "set": {"role": "admin"}}]})),
+            &me,
+        )
+        .await;
+    let msg = format!("UpdateUsersPartial failed with error: \"User '{id}' with role 'user' is not allowed to perform action UpdateUserRole\"");
+    assert_error(&reply, 403, 17, Some(&msg));
+    let reply = s
+        .public_with(
+            Method::PATCH,
+            "/users",
+            Some(json!({"users": [{"id": id, "set": {"teams": ["blue"]}}]})),
+            &me,
+        )
+        .await;
+    assert_error(&reply, 403, 17, None);
+    let reply = s
+        .public_with(
+            Method::PATCH,
+            "/users",
+            Some(json!({"users": [{"id": other, "set": {"x": 1}}]})),
+            &me,
+        )
+        .await;
+    assert_error(&reply, 403, 17, None);
+    let reply = s
+        .public_with(
+            Method::PATCH,
+            "/users",
+            Some(json!({"users": [{"id": id, "set": {"revoke_tokens_issued_before": null}}]})),
+            &me,
+        )
+        .await;
+    assert_error(&reply, 400, 4, None);
+    // Upsert of the own user keeps role and teams when they are sent unchanged.
+    let (status, _, body) = s
+        .public_with(
+            Method::POST,
+            "/users",
+            Some(json!({"users": {id.clone(): {"id": id, "name": "New", "teams": ["red"]}}})),
+            &me,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["users"][id.as_str()]["name"], "New");
+    // A user_id parameter naming someone else: code 5.
+    let reply = s
+        .public_with(
+            Method::GET,
+            &format!("/users?user_id={other}&payload={}", encode("{}")),
+            None,
+            &me,
+        )
+        .await;
+    assert_error(&reply, 401, 5, None);
+    // Server tokens are not accepted on the public listener.
+    let reply = s
+        .public_with(Method::GET, "/users", None, &s.server_creds())
+        .await;
+    assert_error(&reply, 401, 5, None);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_callers_may_only_query() {
+    let s = TestServer::start().await;
+    let id = uid("seen");
+    s.admin_ok(
+        Method::POST,
+        "/users",
+        Some(json!({"users": {id.clone(): {"id": id, "invisible": true}}})),
+    )
+    .await;
+    let s_anon = Creds {
+        api_key: Some(s.api_key.clone()),
+        token: None,
+        auth_type: Some("anonymous".into()),
+    };
+    let q = encode(&json!({"filter_conditions": {"id": id}}).to_string());
+    let (status, _, body) = s
+        .public_with(Method::GET, &format!("/users?payload={q}"), None, &s_anon)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["users"][0]["id"], id.as_str());
+    assert!(
+        body["users"][0].get("invisible").is_none(),
+        "others' invisibility is hidden"
+    );
+    let reply = s
+        .public_with(
+            Method::PATCH,
+            "/users",
+            Some(json!({"users": [{"id": id, "set": {"x": 1}}]})),
+            &s_anon,
+        )
+        .await;
+    assert_error(&reply, 403, 17, None);
+    let reply = s
+        .public_with(
+            Method::POST,
+            "/users",
+            Some(json!({"users": {id.clone(): {"id": id}}})),
+            &s_anon,
+        )
+        .await;
+    assert_error(&reply, 403, 17, None);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cors_preflight_and_headers() {
+    let s = TestServer::start().await;
+    let resp = s
+        .http
+        .request(Method::OPTIONS, format!("{}/users", s.public_url))
+        .header("Origin", "http://app.example")
+        .header("Access-Control-Request-Method", "PATCH")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,stream-auth-type,x-stream-client",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let allowed = resp.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("authorization") || allowed == "*",
+        "{allowed}"
+    );
+    let resp = s
+        .http
+        .get(format!("{}/users?api_key={}", s.public_url, s.api_key))
+        .header("Origin", "http://app.example")
+        .header("stream-auth-type", "anonymous")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cors_origins_are_configurable() {
+    let s = TestServer::start_with(|c| c.cors.allowed_origins = vec!["http://good.example".into()])
+        .await;
+    let preflight = |origin: &'static str| {
+        s.http
+            .request(Method::OPTIONS, format!("{}/users", s.public_url))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .send()
+    };
+    let good = preflight("http://good.example").await.unwrap();
+    assert_eq!(
+        good.headers()["access-control-allow-origin"],
+        "http://good.example"
+    );
+    let bad = preflight("http://evil.example").await.unwrap();
+    assert!(bad.headers().get("access-control-allow-origin").is_none());
+    s.stop().await;
+}

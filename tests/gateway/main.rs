@@ -1,0 +1,12 @@
+//! Integration tests of the public listener and the admin WebSocket: a real gateway on
+//! `127.0.0.1:0` and real WebSocket clients.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod ws;
+
+mod admin_ws;
+mod client_rest;
+mod connect;
+mod events;
+mod liveness;
