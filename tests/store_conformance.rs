@@ -1,0 +1,775 @@
+//! The `Store` conformance suite: every rule a backend must keep, written once as generic
+//! functions over `S: Store` and run against each implementation (today sled; a PostgreSQL
+//! store adds one `backend!` line). A backend CI does not run is a backend that rots.
+
+use std::future::Future;
+
+use chat_gateway::protocol::Timestamp;
+use chat_gateway::store::{
+    Expect, NameScope, SledStore, Store, StoreError, StoredUser, Task, UserChange,
+};
+use chat_gateway::users::model::User;
+use chat_gateway::users::query::UserQuery;
+use serde_json::{json, Map, Value};
+
+// ---- helpers ----------------------------------------------------------------------------
+
+fn user(id: &str, name: Option<&str>, teams: &[&str]) -> User {
+    let mut u = User::new(id, Timestamp::now());
+    u.name = name.map(str::to_owned);
+    u.teams = teams.iter().map(|t| (*t).to_owned()).collect();
+    u
+}
+
+fn put(user: User, expect: Expect, check_names: Vec<NameScope>) -> UserChange {
+    UserChange::Put {
+        user,
+        expect,
+        check_names,
+        tombstone: false,
+    }
+}
+
+fn create(user: User) -> UserChange {
+    put(user, Expect::Absent, Vec::new())
+}
+
+async fn stored<S: Store>(store: &S, id: &str) -> StoredUser {
+    store
+        .get_user(id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("user {id} is stored"))
+}
+
+async fn holders<S: Store>(store: &S, name: &str, scope: NameScope) -> Vec<String> {
+    let mut ids = store.name_holders(name, &scope).await.unwrap();
+    ids.sort();
+    ids
+}
+
+fn team(t: &str) -> NameScope {
+    NameScope::Team(t.to_owned())
+}
+
+fn all_users() -> UserQuery {
+    UserQuery::parse(&json!({"filter_conditions": {}, "limit": 100,
+                             "include_deactivated_users": true,
+                             "sort": [{"field": "id", "direction": 1}]}))
+    .unwrap()
+}
+
+async fn ids<S: Store>(store: &S, query: &UserQuery) -> Vec<String> {
+    store
+        .query_users(query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect()
+}
+
+fn task(id: &str) -> Task {
+    let now = Timestamp::now();
+    let mut result = Map::new();
+    result.insert("alice".into(), json!({"status": "ok"}));
+    Task {
+        task_id: id.to_owned(),
+        status: "completed".into(),
+        created_at: now,
+        updated_at: now,
+        result,
+        error: None,
+    }
+}
+
+// ---- the suite --------------------------------------------------------------------------
+
+/// `Expect::Absent` creates; a second create, a wrong version or a version of nothing is
+/// a `Conflict`; each write bumps the version by one.
+async fn create_and_expect_semantics<S: Store>(store: &S) {
+    assert!(store.get_user("alice").await.unwrap().is_none());
+    store
+        .apply_user_batch(vec![create(user("alice", Some("Alice"), &[]))])
+        .await
+        .unwrap();
+    let first = stored(store, "alice").await;
+    assert_eq!(first.user.name.as_deref(), Some("Alice"));
+
+    let again = store
+        .apply_user_batch(vec![create(user("alice", None, &[]))])
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict(ref id)) if id == "alice"),
+        "{again:?}"
+    );
+
+    let mut next = first.user.clone();
+    next.name = Some("Alice 2".into());
+    let stale = store
+        .apply_user_batch(vec![put(
+            next.clone(),
+            Expect::Version(first.version + 1),
+            vec![],
+        )])
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let ghost = store
+        .apply_user_batch(vec![put(
+            user("ghost", None, &[]),
+            Expect::Version(1),
+            vec![],
+        )])
+        .await;
+    assert!(matches!(ghost, Err(StoreError::Conflict(_))), "{ghost:?}");
+    assert!(store.get_user("ghost").await.unwrap().is_none());
+
+    store
+        .apply_user_batch(vec![put(next, Expect::Version(first.version), vec![])])
+        .await
+        .unwrap();
+    let second = stored(store, "alice").await;
+    assert_eq!(second.version, first.version + 1);
+    assert_eq!(second.user.name.as_deref(), Some("Alice 2"));
+    // The old version can't be written against any more.
+    let late = store
+        .apply_user_batch(vec![put(
+            first.user.clone(),
+            Expect::Version(first.version),
+            vec![],
+        )])
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    assert_eq!(stored(store, "alice").await, second);
+    // An empty batch is a no-op.
+    store.apply_user_batch(Vec::new()).await.unwrap();
+}
+
+/// The stored user is exactly the user written, custom data and all.
+async fn users_roundtrip<S: Store>(store: &S) {
+    let mut u = user("rich", Some("Rich"), &["red", "blue"]);
+    u.role = "admin".into();
+    u.custom
+        .insert("nested".into(), json!({"a": [1, "two", null]}));
+    u.revoke_tokens_issued_before = Timestamp::parse("2024-01-01T00:00:00Z");
+    u.invisible = true;
+    store
+        .apply_user_batch(vec![create(u.clone())])
+        .await
+        .unwrap();
+    assert_eq!(stored(store, "rich").await.user, u);
+}
+
+/// A hard delete leaves only a tombstone, and no create of that id ever succeeds again;
+/// a pruning delete keeps the (nulled) user and a tombstone.
+async fn tombstones_are_forever<S: Store>(store: &S) {
+    store
+        .apply_user_batch(vec![
+            create(user("gone", Some("Gone"), &["red"])),
+            create(user("pruned", Some("Pruned"), &[])),
+        ])
+        .await
+        .unwrap();
+    assert!(!store.is_tombstoned("gone").await.unwrap());
+    let version = stored(store, "gone").await.version;
+    store
+        .apply_user_batch(vec![UserChange::Erase {
+            id: "gone".into(),
+            expect: Expect::Version(version),
+            deleted_at: Timestamp::now(),
+        }])
+        .await
+        .unwrap();
+    assert!(store.get_user("gone").await.unwrap().is_none());
+    assert!(store.is_tombstoned("gone").await.unwrap());
+    assert!(holders(store, "Gone", NameScope::App).await.is_empty());
+    assert!(holders(store, "Gone", team("red")).await.is_empty());
+    for _ in 0..2 {
+        let again = store
+            .apply_user_batch(vec![create(user("gone", None, &[]))])
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Tombstoned(ref id)) if id == "gone"),
+            "{again:?}"
+        );
+    }
+    // Erasing it again finds nothing to erase.
+    let twice = store
+        .apply_user_batch(vec![UserChange::Erase {
+            id: "gone".into(),
+            expect: Expect::Version(version),
+            deleted_at: Timestamp::now(),
+        }])
+        .await;
+    assert!(twice.is_err());
+
+    let mut p = stored(store, "pruned").await;
+    p.user.deleted_at = Some(Timestamp::now());
+    p.user.name = None;
+    store
+        .apply_user_batch(vec![UserChange::Put {
+            user: p.user.clone(),
+            expect: Expect::Version(p.version),
+            check_names: vec![],
+            tombstone: true,
+        }])
+        .await
+        .unwrap();
+    assert!(store.is_tombstoned("pruned").await.unwrap());
+    assert_eq!(stored(store, "pruned").await.user, p.user);
+    assert!(holders(store, "Pruned", NameScope::App).await.is_empty());
+}
+
+/// The name index holds exactly the active users with a name, per app and per team, under
+/// the normal form; renames, team changes, deactivation and deletion release entries.
+async fn name_index_is_maintained<S: Store>(store: &S) {
+    store
+        .apply_user_batch(vec![
+            create(user("a", Some("John Doe"), &["red", "blue"])),
+            create(user("b", Some("john.doe"), &["blue"])),
+            create(user("c", Some("..."), &["red"])),
+            create(user("d", None, &["red"])),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(holders(store, "JOHN-DOE", NameScope::App).await, ["a", "b"]);
+    assert_eq!(holders(store, "john doe", team("blue")).await, ["a", "b"]);
+    assert_eq!(holders(store, "johndoe", team("red")).await, ["a"]);
+    assert!(holders(store, "johndoe", team("green")).await.is_empty());
+    assert!(
+        holders(store, "...", NameScope::App).await.is_empty(),
+        "empty forms aren't held"
+    );
+
+    // Rename b: it leaves "johndoe" and takes "bee".
+    let mut b = stored(store, "b").await;
+    b.user.name = Some("Bee".into());
+    store
+        .apply_user_batch(vec![put(
+            b.user.clone(),
+            Expect::Version(b.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(holders(store, "john doe", NameScope::App).await, ["a"]);
+    assert_eq!(holders(store, "john doe", team("blue")).await, ["a"]);
+    assert_eq!(holders(store, "bee", NameScope::App).await, ["b"]);
+
+    // a leaves team red.
+    let mut a = stored(store, "a").await;
+    a.user.teams = vec!["blue".into()];
+    store
+        .apply_user_batch(vec![put(
+            a.user.clone(),
+            Expect::Version(a.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+    assert!(holders(store, "john doe", team("red")).await.is_empty());
+    assert_eq!(holders(store, "john doe", team("blue")).await, ["a"]);
+
+    // Deactivating releases; reactivating takes it back.
+    let mut a = stored(store, "a").await;
+    a.user.deactivated_at = Some(Timestamp::now());
+    store
+        .apply_user_batch(vec![put(
+            a.user.clone(),
+            Expect::Version(a.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+    assert!(holders(store, "john doe", NameScope::App).await.is_empty());
+    assert!(holders(store, "john doe", team("blue")).await.is_empty());
+    let mut a = stored(store, "a").await;
+    a.user.deactivated_at = None;
+    store
+        .apply_user_batch(vec![put(
+            a.user.clone(),
+            Expect::Version(a.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(holders(store, "john doe", NameScope::App).await, ["a"]);
+
+    // A soft delete releases too.
+    let mut a = stored(store, "a").await;
+    a.user.deleted_at = Some(Timestamp::now());
+    store
+        .apply_user_batch(vec![put(
+            a.user.clone(),
+            Expect::Version(a.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+    assert!(holders(store, "john doe", NameScope::App).await.is_empty());
+    assert!(holders(store, "john doe", team("blue")).await.is_empty());
+}
+
+/// A name check fails when another active user holds the normal form in that scope, and
+/// passes when the only holder is the user itself or the holder is inactive.
+async fn name_checks_are_enforced<S: Store>(store: &S) {
+    store
+        .apply_user_batch(vec![
+            create(user("holder", Some("Ann Lee"), &["red"])),
+            create(user("blue-ann", Some("ann lee"), &["blue"])),
+        ])
+        .await
+        .unwrap();
+    let app = store
+        .apply_user_batch(vec![put(
+            user("new", Some("ANN-LEE"), &[]),
+            Expect::Absent,
+            vec![NameScope::App],
+        )])
+        .await;
+    match app {
+        Err(StoreError::NameTaken { name, team }) => {
+            assert_eq!(name, "ANN-LEE");
+            assert_eq!(team, None);
+        }
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    assert!(store.get_user("new").await.unwrap().is_none());
+
+    let in_team = store
+        .apply_user_batch(vec![put(
+            user("new", Some("ann.lee"), &["green", "red"]),
+            Expect::Absent,
+            vec![team("green"), team("red")],
+        )])
+        .await;
+    match in_team {
+        Err(StoreError::NameTaken { name, team }) => {
+            assert_eq!(name, "ann.lee");
+            assert_eq!(team.as_deref(), Some("red"));
+        }
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    // Only the scopes asked for are checked.
+    store
+        .apply_user_batch(vec![put(
+            user("new", Some("ann.lee"), &["green", "red"]),
+            Expect::Absent,
+            vec![team("green")],
+        )])
+        .await
+        .unwrap();
+    // Moving into a team where another user holds the name fails.
+    let h = stored(store, "holder").await;
+    let mut again = h.user.clone();
+    again.name = Some("ann lee".into());
+    again.teams = vec!["blue".into()];
+    let shared = store
+        .apply_user_batch(vec![put(
+            again.clone(),
+            Expect::Version(h.version),
+            vec![team("blue")],
+        )])
+        .await;
+    assert!(
+        matches!(shared, Err(StoreError::NameTaken { .. })),
+        "{shared:?}"
+    );
+    // A user re-checking a name only it holds passes.
+    let solo = user("solo", Some("Unique Name"), &[]);
+    store.apply_user_batch(vec![create(solo)]).await.unwrap();
+    let s = stored(store, "solo").await;
+    store
+        .apply_user_batch(vec![put(
+            s.user.clone(),
+            Expect::Version(s.version),
+            vec![NameScope::App],
+        )])
+        .await
+        .unwrap();
+    // An inactive holder does not block.
+    let mut s = stored(store, "solo").await;
+    s.user.deactivated_at = Some(Timestamp::now());
+    store
+        .apply_user_batch(vec![put(
+            s.user.clone(),
+            Expect::Version(s.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+    store
+        .apply_user_batch(vec![put(
+            user("solo2", Some("unique-name"), &[]),
+            Expect::Absent,
+            vec![NameScope::App],
+        )])
+        .await
+        .unwrap();
+    // An inactive user being written is never checked (it holds nothing).
+    let mut s = stored(store, "solo").await;
+    s.user.custom.insert("k".into(), json!(1));
+    store
+        .apply_user_batch(vec![put(
+            s.user.clone(),
+            Expect::Version(s.version),
+            vec![NameScope::App],
+        )])
+        .await
+        .unwrap();
+    // A name with an empty normal form never collides.
+    store
+        .apply_user_batch(vec![
+            put(
+                user("e1", Some("!!"), &[]),
+                Expect::Absent,
+                vec![NameScope::App],
+            ),
+            put(
+                user("e2", Some("..."), &[]),
+                Expect::Absent,
+                vec![NameScope::App],
+            ),
+        ])
+        .await
+        .unwrap();
+}
+
+/// Changes are checked in order against the earlier changes of the same batch: two users
+/// taking one name in one batch fail, and so the whole batch does.
+async fn duplicates_inside_a_batch_fail<S: Store>(store: &S) {
+    let batch = store
+        .apply_user_batch(vec![
+            put(
+                user("x1", Some("Twin"), &["red"]),
+                Expect::Absent,
+                vec![NameScope::App],
+            ),
+            put(
+                user("x2", Some("twin"), &["red"]),
+                Expect::Absent,
+                vec![NameScope::App],
+            ),
+        ])
+        .await;
+    assert!(
+        matches!(batch, Err(StoreError::NameTaken { ref name, .. }) if name == "twin"),
+        "{batch:?}"
+    );
+    let batch = store
+        .apply_user_batch(vec![
+            put(
+                user("x1", Some("Twin"), &["red"]),
+                Expect::Absent,
+                vec![team("red")],
+            ),
+            put(
+                user("x2", Some("twin"), &["red"]),
+                Expect::Absent,
+                vec![team("red")],
+            ),
+        ])
+        .await;
+    assert!(
+        matches!(batch, Err(StoreError::NameTaken { team: Some(ref t), .. }) if t == "red"),
+        "{batch:?}"
+    );
+    assert!(store.get_user("x1").await.unwrap().is_none());
+    assert!(holders(store, "twin", NameScope::App).await.is_empty());
+    // A rename earlier in the batch frees the name for a later change.
+    store
+        .apply_user_batch(vec![create(user("y1", Some("Spot"), &[]))])
+        .await
+        .unwrap();
+    let y1 = stored(store, "y1").await;
+    let mut moved = y1.user.clone();
+    moved.name = Some("Elsewhere".into());
+    store
+        .apply_user_batch(vec![
+            put(moved, Expect::Version(y1.version), vec![NameScope::App]),
+            put(
+                user("y2", Some("spot"), &[]),
+                Expect::Absent,
+                vec![NameScope::App],
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(holders(store, "spot", NameScope::App).await, ["y2"]);
+}
+
+/// Recognises the error a failing change must produce.
+type ExpectedFailure = fn(&Result<(), StoreError>) -> bool;
+
+/// A batch whose last change fails leaves no trace of the earlier ones: users, versions,
+/// name index entries and tombstones are as before.
+async fn batches_are_atomic<S: Store>(store: &S) {
+    store
+        .apply_user_batch(vec![
+            create(user("keep", Some("Keep"), &["red"])),
+            create(user("erase-me", Some("Erase"), &[])),
+        ])
+        .await
+        .unwrap();
+    let keep = stored(store, "keep").await;
+    let erase = stored(store, "erase-me").await;
+    let mut renamed = keep.user.clone();
+    renamed.name = Some("Renamed".into());
+
+    let failures: Vec<(UserChange, ExpectedFailure)> = vec![
+        (create(user("keep", None, &[])), |r| {
+            matches!(r, Err(StoreError::Conflict(_)))
+        }),
+        // The name `fresh` took earlier in this same batch.
+        (
+            put(
+                user("late", Some("FRESH"), &[]),
+                Expect::Absent,
+                vec![NameScope::App],
+            ),
+            |r| matches!(r, Err(StoreError::NameTaken { .. })),
+        ),
+    ];
+    for (failing, is_expected) in failures {
+        let result = store
+            .apply_user_batch(vec![
+                put(renamed.clone(), Expect::Version(keep.version), vec![]),
+                create(user("fresh", Some("Fresh"), &["red"])),
+                UserChange::Erase {
+                    id: "erase-me".into(),
+                    expect: Expect::Version(erase.version),
+                    deleted_at: Timestamp::now(),
+                },
+                failing,
+            ])
+            .await;
+        assert!(is_expected(&result), "{result:?}");
+        assert_eq!(stored(store, "keep").await, keep);
+        assert_eq!(stored(store, "erase-me").await, erase);
+        assert!(store.get_user("fresh").await.unwrap().is_none());
+        assert!(store.get_user("late").await.unwrap().is_none());
+        assert!(!store.is_tombstoned("erase-me").await.unwrap());
+        assert_eq!(holders(store, "keep", NameScope::App).await, ["keep"]);
+        assert_eq!(holders(store, "keep", team("red")).await, ["keep"]);
+        assert!(holders(store, "renamed", NameScope::App).await.is_empty());
+        assert!(holders(store, "fresh", NameScope::App).await.is_empty());
+        assert!(holders(store, "fresh", team("red")).await.is_empty());
+        assert_eq!(holders(store, "erase", NameScope::App).await, ["erase-me"]);
+    }
+    // A tombstoned id in the batch fails it too.
+    store
+        .apply_user_batch(vec![UserChange::Erase {
+            id: "erase-me".into(),
+            expect: Expect::Version(erase.version),
+            deleted_at: Timestamp::now(),
+        }])
+        .await
+        .unwrap();
+    let result = store
+        .apply_user_batch(vec![
+            create(user("fresh", None, &[])),
+            create(user("erase-me", None, &[])),
+        ])
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Tombstoned(_))),
+        "{result:?}"
+    );
+    assert!(store.get_user("fresh").await.unwrap().is_none());
+}
+
+/// Queries never return soft-deleted users, deactivated ones only when asked, and page.
+async fn queries_see_the_right_users<S: Store>(store: &S) {
+    let mut deleted = user("q-deleted", None, &[]);
+    deleted.deleted_at = Some(Timestamp::now());
+    let mut inactive = user("q-inactive", None, &[]);
+    inactive.deactivated_at = Some(Timestamp::now());
+    store
+        .apply_user_batch(vec![
+            create(user("q-a", None, &[])),
+            create(user("q-b", None, &[])),
+            create(deleted),
+            create(inactive),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids(store, &all_users()).await, ["q-a", "q-b", "q-inactive"]);
+    let active = UserQuery::parse(&json!({"sort": [{"field": "id", "direction": -1}]})).unwrap();
+    assert_eq!(ids(store, &active).await, ["q-b", "q-a"]);
+    let page = UserQuery::parse(
+        &json!({"limit": 1, "offset": 1, "include_deactivated_users": true,
+                                        "sort": [{"field": "id", "direction": 1}]}),
+    )
+    .unwrap();
+    assert_eq!(ids(store, &page).await, ["q-b"]);
+}
+
+/// `touch_last_active` shows in the user read back, without bumping its version.
+async fn last_active_is_recorded<S: Store>(store: &S) {
+    store
+        .apply_user_batch(vec![create(user("la", None, &[]))])
+        .await
+        .unwrap();
+    let before = stored(store, "la").await;
+    let at = Timestamp::parse("2030-05-05T05:05:05.123456Z").unwrap();
+    store.touch_last_active("la", at).await.unwrap();
+    let after = stored(store, "la").await;
+    assert_eq!(after.user.last_active, Some(at));
+    assert_eq!(after.version, before.version);
+    // A conditional write at the same version still succeeds.
+    store
+        .apply_user_batch(vec![put(
+            after.user.clone(),
+            Expect::Version(before.version),
+            vec![],
+        )])
+        .await
+        .unwrap();
+}
+
+/// Settings, tasks and exports read back exactly as written; absent ones are `None`/empty.
+async fn settings_tasks_exports_roundtrip<S: Store>(store: &S) {
+    assert!(store.app_settings().await.unwrap().is_empty());
+    let settings = json!({"enforce_unique_usernames": "team", "event_hooks": [{"z": 1, "a": 2}],
+                          "custom": {"nested": [1, 2]}});
+    let settings = settings.as_object().unwrap().clone();
+    store.save_app_settings(&settings).await.unwrap();
+    assert_eq!(store.app_settings().await.unwrap(), settings);
+    // Replaced, not merged, at this level.
+    let mut smaller = Map::new();
+    smaller.insert("only".into(), Value::Bool(true));
+    store.save_app_settings(&smaller).await.unwrap();
+    assert_eq!(store.app_settings().await.unwrap(), smaller);
+
+    assert_eq!(store.get_task("nope").await.unwrap(), None);
+    let mut t = task("4f0e2a52-7a5b-4c1b-9f0e-2a527a5b4c1b");
+    t.status = "pending".into();
+    store.put_task(&t).await.unwrap();
+    assert_eq!(store.get_task(&t.task_id).await.unwrap(), Some(t.clone()));
+    t.status = "failed".into();
+    t.error = Some(json!({"message": "boom"}));
+    store.put_task(&t).await.unwrap();
+    assert_eq!(store.get_task(&t.task_id).await.unwrap(), Some(t));
+
+    assert_eq!(store.get_export("nope").await.unwrap(), None);
+    let doc = json!({"users": [{"user": {"id": "alice"}, "messages": [], "reactions": []}]});
+    store.put_export("e1", &doc).await.unwrap();
+    assert_eq!(store.get_export("e1").await.unwrap(), Some(doc));
+}
+
+/// Everything written is there after the store is closed and opened again.
+async fn everything_survives_reopening<S, F, Fut>(open: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let written = {
+        let store = open().await;
+        store
+            .apply_user_batch(vec![
+                create(user("p1", Some("Persisted"), &["red"])),
+                create(user("p2", None, &[])),
+            ])
+            .await
+            .unwrap();
+        let p2 = stored(&store, "p2").await;
+        store
+            .apply_user_batch(vec![UserChange::Erase {
+                id: "p2".into(),
+                expect: Expect::Version(p2.version),
+                deleted_at: Timestamp::now(),
+            }])
+            .await
+            .unwrap();
+        let mut settings = Map::new();
+        settings.insert("enforce_unique_usernames".into(), json!("app"));
+        store.save_app_settings(&settings).await.unwrap();
+        store.put_task(&task("t-1")).await.unwrap();
+        store
+            .put_export("x-1", &json!({"users": []}))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        (stored(&store, "p1").await, settings)
+    };
+    let store = open().await;
+    assert_eq!(stored(&store, "p1").await, written.0);
+    assert!(store.get_user("p2").await.unwrap().is_none());
+    assert!(store.is_tombstoned("p2").await.unwrap());
+    let again = store
+        .apply_user_batch(vec![create(user("p2", None, &[]))])
+        .await;
+    assert!(matches!(again, Err(StoreError::Tombstoned(_))), "{again:?}");
+    assert_eq!(holders(&store, "persisted", NameScope::App).await, ["p1"]);
+    assert_eq!(holders(&store, "persisted", team("red")).await, ["p1"]);
+    assert_eq!(store.app_settings().await.unwrap(), written.1);
+    assert_eq!(
+        store.get_task("t-1").await.unwrap(),
+        Some(task_like("t-1", &store).await)
+    );
+    assert_eq!(
+        store.get_export("x-1").await.unwrap(),
+        Some(json!({"users": []}))
+    );
+}
+
+/// The stored task `id`, checked to have the shape `task()` writes (timestamps differ).
+async fn task_like<S: Store>(id: &str, store: &S) -> Task {
+    let t = store.get_task(id).await.unwrap().expect("task stored");
+    assert_eq!(t.status, "completed");
+    assert_eq!(t.result, task(id).result);
+    t
+}
+
+// ---- backends ---------------------------------------------------------------------------
+
+/// Runs every suite function against one backend: `$open` is an async expression, evaluated
+/// in a scope where `dir` is a fresh temporary directory, that opens the store there.
+macro_rules! backend {
+    ($backend:ident, |$dir:ident| $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test]
+                    async fn $name() {
+                        let tmp = tempfile::tempdir().unwrap();
+                        let $dir = tmp.path().to_owned();
+                        let store = $open.await;
+                        super::$name(&store).await;
+                    }
+                };
+            }
+
+            case!(create_and_expect_semantics);
+            case!(users_roundtrip);
+            case!(tombstones_are_forever);
+            case!(name_index_is_maintained);
+            case!(name_checks_are_enforced);
+            case!(duplicates_inside_a_batch_fail);
+            case!(batches_are_atomic);
+            case!(queries_see_the_right_users);
+            case!(last_active_is_recorded);
+            case!(settings_tasks_exports_roundtrip);
+
+            #[tokio::test]
+            async fn everything_survives_reopening() {
+                let tmp = tempfile::tempdir().unwrap();
+                let $dir = tmp.path().to_owned();
+                super::everything_survives_reopening(|| {
+                    let $dir = $dir.clone();
+                    async move { $open.await }
+                })
+                .await;
+            }
+        }
+    };
+}
+
+async fn open_sled(dir: std::path::PathBuf) -> SledStore {
+    SledStore::open(&dir.join("db")).expect("sled opens")
+}
+
+backend!(sled, |dir| open_sled(dir.clone()));
