@@ -47,37 +47,43 @@ fn auth_error(detail: &str) -> ApiError {
 }
 
 /// Verifies a token. With `skip_signature` (app setting `disable_auth_checks`) the signature
-/// is not checked, which is what lets dev tokens in.
+/// of a user token is not checked, which is what lets dev tokens in; a server token is always
+/// checked, or anyone could take the admin listener while auth checks are off.
 pub fn verify(token: &str, secret: &Secret, skip_signature: bool) -> Result<Identity, ApiError> {
     let token = token.trim();
     if token.is_empty() {
         return Err(auth_error("token is missing"));
     }
-    let claims = if skip_signature {
-        unverified_claims(token)?
-    } else {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let key = DecodingKey::from_secret(secret.expose().as_bytes());
-        match decode::<Map<String, Value>>(token, &key, &validation) {
-            Ok(data) => data.claims,
-            Err(e) => {
-                use jsonwebtoken::errors::ErrorKind;
-                return Err(match e.kind() {
-                    ErrorKind::InvalidSignature => ApiError::new(
-                        ErrorCode::TokenSignature,
-                        "JWTAuth error: signature is invalid",
-                    ),
-                    ErrorKind::InvalidAlgorithm => auth_error("only HS256 tokens are accepted"),
-                    _ => auth_error("token is malformed"),
-                });
-            }
+    if skip_signature {
+        let identity = identity_of(&unverified_claims(token)?)?;
+        if identity != Identity::Server {
+            return Ok(identity);
         }
-    };
-    identity_of(&claims)
+    }
+    identity_of(&verified_claims(token, secret)?)
+}
+
+/// Decodes the payload of an HS256 token whose signature checks out.
+fn verified_claims(token: &str, secret: &Secret) -> Result<Map<String, Value>, ApiError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    let key = DecodingKey::from_secret(secret.expose().as_bytes());
+    decode::<Map<String, Value>>(token, &key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature => ApiError::new(
+                    ErrorCode::TokenSignature,
+                    "JWTAuth error: signature is invalid",
+                ),
+                ErrorKind::InvalidAlgorithm => auth_error("only HS256 tokens are accepted"),
+                _ => auth_error("token is malformed"),
+            }
+        })
 }
 
 /// Decodes the payload without checking the signature (only with auth checks disabled).
@@ -240,6 +246,16 @@ mod tests {
         assert_eq!(
             t(json!({"user_id":"a","exp":"soon"})).unwrap_err().code,
             ErrorCode::AuthFailed
+        );
+        // Auth checks off let unsigned user tokens in, never an unsigned server token.
+        let forged_server = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzZXJ2ZXIiOnRydWV9.devtoken";
+        assert_eq!(
+            verify(forged_server, &s, true).unwrap_err().code,
+            ErrorCode::TokenSignature
+        );
+        assert_eq!(
+            verify(&server_token(&s), &s, true).unwrap(),
+            Identity::Server
         );
         let none = format!("{}.{}.", "eyJhbGciOiJub25lIn0", "eyJ1c2VyX2lkIjoiYSJ9");
         assert_eq!(
