@@ -154,7 +154,7 @@ run_suite() {
 
 js_suite() {
   js_deps || return 1
-  (cd "$JS_DIR" && node --test --test-concurrency=1 --test-timeout=120000 test/*.test.js)
+  (cd "$JS_DIR" && node --test --test-concurrency=1 --test-timeout=600000 test/*.test.js)
 }
 
 python_suite() {
@@ -165,7 +165,7 @@ python_suite() {
 browser_suite() {
   js_deps || return 1
   chromium_ready || { echo "no chromium at ${CHROMIUM_PATH:-/usr/bin/chromium}"; return 1; }
-  (cd "$JS_DIR" && node --test --test-concurrency=1 --test-timeout=120000 browser/*.test.js)
+  (cd "$JS_DIR" && node --test --test-concurrency=1 --test-timeout=600000 browser/*.test.js)
 }
 
 wants js && run_suite js js_suite

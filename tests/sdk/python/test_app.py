@@ -95,7 +95,7 @@ async def test_unique_usernames_app(api, uid):
         assert err.error_message.startswith("UpdateUsers failed with error: ")
         assert await api.find(b) is None
 
-        await api("upsert_user", {"id": c, "name": "Somebody"})
+        await api("upsert_user", {"id": c, "name": f"Somebody {c}"})
         err = await api.fails(
             "update_user_partial", {"id": c, "set": {"name": name.upper()}}
         )
