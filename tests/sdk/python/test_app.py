@@ -212,7 +212,7 @@ async def test_expired_and_bad_tokens_on_client_rest(uid, tokens, public_get, ga
     status, body = public_get("/users", expired, {"user_id": user_id, "payload": payload})
     assert (status, body.get("code")) == (401, 40)
 
-    other = StreamChat(api_key=gateway.api_key, api_secret="wrong-secret")
+    other = StreamChat(api_key=gateway.api_key, api_secret="not-the-secret-" + "x" * 32)
     forged = other.create_token(user_id)
     status, body = public_get("/users", forged, {"user_id": user_id, "payload": payload})
     assert (status, body.get("code")) == (401, 43)

@@ -150,6 +150,21 @@ test('presence: a client that queried with presence gets user.presence.changed',
   );
 });
 
+test('presence: online while any connection is open, offline after the last', async () => {
+  const id = uid('two');
+  const a = userClient();
+  const b = userClient();
+  await a.connectUser({ id }, token(id));
+  await b.connectUser({ id }, token(id));
+  await a.disconnectUser();
+  await sleep(300);
+  assert.equal((await storedUser(id)).online, true, 'one connection is still open');
+  await b.disconnectUser();
+  await eventually(async () => (await storedUser(id)).online === false, {
+    what: 'offline after the last connection',
+  });
+});
+
 test('presence: an invisible user looks offline to others and hides its flag', async () => {
   const hidden = uid('hidden');
   await server.upsertUser({ id: hidden, invisible: true });

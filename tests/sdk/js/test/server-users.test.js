@@ -135,6 +135,36 @@ describe('upsertUsers', () => {
   });
 });
 
+describe('user ids and built-in limits', () => {
+  test('ids with @ travel URL-encoded through every path route', async () => {
+    const id = `${uid('mail')}@example`;
+    await server.upsertUser({ id, name: 'At' });
+    assert.equal((await server.exportUser(id)).user.id, id);
+    assert.equal((await server.deactivateUser(id)).user.id, id);
+    assert.equal((await server.reactivateUser(id)).user.id, id);
+    assert.equal((await server.deleteUser(id)).user.id, id);
+  });
+
+  test('id length: 255 bytes is fine, 256 is code 4', async () => {
+    const base = uid('len');
+    const ok = base + 'x'.repeat(255 - base.length);
+    const res = await server.upsertUser({ id: ok });
+    assert.ok(res.users[ok]);
+    const err = await apiError(server.upsertUser({ id: `${ok}y` }));
+    assert.equal(err.code, 4);
+    assert.match(err.message, /is not a valid user id/);
+  });
+
+  test('teams: at most 250, each at most 100 bytes (code 4)', async () => {
+    const id = uid('teams');
+    const many = Array.from({ length: 251 }, (_, i) => `t${i}`);
+    assert.equal((await apiError(server.upsertUser({ id, teams: many }))).code, 4);
+    assert.equal((await apiError(server.upsertUser({ id, teams: ['x'.repeat(101)] }))).code, 4);
+    const res = await server.upsertUser({ id, teams: many.slice(0, 250) });
+    assert.equal(res.users[id].teams.length, 250);
+  });
+});
+
 describe('partialUpdateUsers', () => {
   test('set, dotted set and unset', async () => {
     const id = uid('partial');

@@ -4,8 +4,18 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const WebSocket = require('ws');
-const { env, serverClient, uid, token, assertTimestamp } = require('../lib/gateway');
+const { env, serverClient, uid, nowSecs, token, assertTimestamp } = require('../lib/gateway');
+
+/** Hand-made JWT, for the token shapes the SDK never produces. */
+function jwt(payload, { secret = env.apiSecret, alg = 'HS256' } = {}) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const signed = `${part({ alg, typ: 'JWT' })}.${part(payload)}`;
+  const hash = { HS256: 'sha256', HS384: 'sha384', HS512: 'sha512' }[alg];
+  const signature = hash ? crypto.createHmac(hash, secret).update(signed).digest('base64url') : '';
+  return `${signed}.${signature}`;
+}
 
 /** The server token, as the SDK's server client signs it. */
 const serverToken = () => serverClient().tokenManager.getToken();
@@ -96,6 +106,19 @@ test('user_details missing is code 4', async () => {
   assert.match(sock.frames[0].error.message, /user_details is a required field/);
 });
 
+test('a token for another user than user_details is code 5', async () => {
+  // The SDK refuses this mismatch itself before connecting, so only a raw socket can send it.
+  const id = uid('wire');
+  const sock = open(
+    connectUrl({ userId: id, details: { id }, authorization: token(uid('other')) }),
+  );
+  const close = await withTimeout(sock.closed, 5000, 'close');
+  assert.equal(close.code, 1000);
+  assert.equal(sock.frames.length, 1);
+  assert.equal(sock.frames[0].error.code, 5);
+  assert.equal(sock.frames[0].error.StatusCode, 401);
+});
+
 test('a jwt connect without a token is refused without retry', async () => {
   const id = uid('wire');
   for (const authorization of ['', 'undefined', 'null']) {
@@ -127,8 +150,17 @@ test('health.check pings: JSON array (JS SDK) and bare object (other SDKs)', asy
     assert.equal(reply.cid, '*');
     assertTimestamp(reply.created_at, 'created_at');
   }
+  sock.ws.close(1000);
+  await withTimeout(sock.closed, 5000, 'close');
+});
+
+test('a client close 1000 is answered with a close frame (clean close)', async () => {
+  const id = uid('wire');
+  const sock = open(connectUrl({ userId: id, details: { id }, authorization: token(id) }));
+  await sock.frame(0);
   sock.ws.close(1000, 'Manually closed connection by calling client.disconnect()');
   const close = await withTimeout(sock.closed, 5000, 'close');
+  // 1006 would mean the server dropped the TCP connection without echoing the close frame.
   assert.equal(close.code, 1000);
 });
 
@@ -226,4 +258,111 @@ test('the public listener answers CORS preflight for the SDK headers', async () 
   assert.ok(res.status >= 200 && res.status < 300, `preflight status ${res.status}`);
   const origin = res.headers.get('access-control-allow-origin');
   assert.ok(origin === '*' || origin === 'http://127.0.0.1:9', `allow-origin ${origin}`);
+});
+
+/** Connect a raw socket with `authorization` and return the single error frame's code. */
+async function refusedCode(userId, authorization) {
+  const sock = open(connectUrl({ userId, details: { id: userId }, authorization }));
+  const close = await withTimeout(sock.closed, 5000, 'close');
+  assert.equal(close.code, 1000);
+  assert.equal(sock.frames.length, 1);
+  assert.equal(sock.frames[0].type, 'connection.error');
+  assert.equal(sock.frames[0].error.StatusCode, 401);
+  return sock.frames[0].error.code;
+}
+
+test('token validation outcomes on /connect', async () => {
+  const id = uid('jwt');
+  const now = nowSecs();
+  assert.equal(await refusedCode(id, jwt({ user_id: id, nbf: now + 3600 })), 41, 'nbf future');
+  assert.equal(await refusedCode(id, jwt({ user_id: id, iat: now + 3600 })), 42, 'iat future');
+  assert.equal(await refusedCode(id, jwt({ user_id: id, exp: now - 10 })), 40, 'exp past');
+  assert.equal(await refusedCode(id, jwt({ user_id: id }, { secret: 'x'.repeat(32) })), 43);
+  assert.equal(await refusedCode(id, jwt({ user_id: id }, { alg: 'HS512' })), 5, 'HS512');
+  assert.equal(await refusedCode(id, jwt({ user_id: id }, { alg: 'none' })), 5, 'alg none');
+  assert.equal(await refusedCode(id, jwt({ user_id: 42 })), 5, 'numeric user_id');
+  assert.equal(await refusedCode(id, jwt({ user_id: id, exp: String(now + 60) })), 5, 'exp type');
+  assert.equal(await refusedCode(id, 'not-a-jwt'), 5, 'malformed');
+
+  // Extra claims are fine, and so is a token that is valid in every respect.
+  const ok = open(
+    connectUrl({
+      userId: id,
+      details: { id },
+      authorization: jwt({ user_id: id, iat: now - 5, nbf: now - 5, exp: now + 60, x: 1 }),
+    }),
+  );
+  assert.equal((await ok.frame(0)).type, 'health.check');
+  ok.ws.close(1000);
+  await withTimeout(ok.closed, 5000, 'close');
+});
+
+test('REST: missing stream-auth-type is code 5', async () => {
+  const res = await fetch(`${env.adminUrl}/app?api_key=${encodeURIComponent(env.apiKey)}`, {
+    headers: { Authorization: serverToken() },
+  });
+  assert.equal(res.status, 401);
+  assert.equal((await res.json()).code, 5);
+});
+
+test('REST: a body over the limit is 413 code 22', async () => {
+  const res = await fetch(`${env.adminUrl}/users?api_key=${encodeURIComponent(env.apiKey)}`, {
+    method: 'POST',
+    headers: {
+      Authorization: serverToken(),
+      'stream-auth-type': 'jwt',
+      'Content-Type': 'application/json',
+    },
+    body: JSON.stringify({ users: { big: { id: 'big', blob: 'x'.repeat(2 * 1024 * 1024) } } }),
+  });
+  assert.equal(res.status, 413);
+  assert.equal((await res.json()).code, 22);
+});
+
+test('REST: an oversized header section is 431 code 24', async () => {
+  // 40 KiB of headers: far above the documented 16 KiB default, below any HTTP library cap.
+  const pad = 'x'.repeat(40 * 1024);
+  for (const base of [env.adminUrl, env.publicUrl]) {
+    const res = await fetch(`${base}/app?api_key=${encodeURIComponent(env.apiKey)}`, {
+      headers: { Authorization: serverToken(), 'stream-auth-type': 'jwt', 'x-pad': pad },
+    });
+    assert.equal(res.status, 431, base);
+    assert.equal((await res.json()).code, 24, base);
+  }
+});
+
+test('connections per user are capped (code 71, close 1000)', async () => {
+  const max = Number(process.env.GATEWAY_MAX_CONNECTIONS_PER_USER || '50');
+  const id = uid('cap');
+  const url = connectUrl({ userId: id, details: { id }, authorization: token(id) });
+  const socks = [];
+  try {
+    for (let i = 0; i < max; i += 1) {
+      const sock = open(url);
+      socks.push(sock);
+      assert.equal((await sock.frame(0)).type, 'health.check', `connection ${i + 1}`);
+    }
+    const over = open(url);
+    socks.push(over);
+    const close = await withTimeout(over.closed, 5000, 'close');
+    assert.equal(close.code, 1000);
+    assert.equal(over.frames.length, 1);
+    assert.equal(over.frames[0].type, 'connection.error');
+    assert.equal(over.frames[0].error.code, 71);
+
+    // Closing one frees a slot.
+    socks[0].ws.close(1000);
+    await withTimeout(socks[0].closed, 5000, 'close');
+    let again;
+    for (let attempt = 0; attempt < 20; attempt += 1) {
+      again = open(url);
+      socks.push(again);
+      const first = await again.frame(0);
+      if (first.type === 'health.check') break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(again.frames[0].type, 'health.check');
+  } finally {
+    for (const sock of socks) sock.ws.terminate();
+  }
 });
