@@ -290,12 +290,12 @@ test('the token provider is called again after code 40 on REST', async () => {
   const provider = async () => {
     calls += 1;
     // First token lives just long enough to connect; later ones do not expire.
-    return calls === 1 ? token(id, { exp: nowSecs() + 2 }) : token(id);
+    return calls === 1 ? token(id, { exp: nowSecs() + 3 }) : token(id);
   };
   const client = userClient();
   await client.connectUser({ id }, provider);
   assert.equal(calls, 1);
-  await sleep(3500);
+  await sleep(4500);
   const { users } = await client.queryUsers({ id });
   assert.equal(users[0].id, id);
   assert.ok(calls >= 2, 'the expired REST call refreshed the token');
