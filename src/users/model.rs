@@ -16,6 +16,10 @@ pub const MAX_TEAMS: usize = 250;
 pub const MAX_TEAM_BYTES: usize = 100;
 /// Longest user id, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
+/// Deepest nesting of arrays and objects in one field's value. The store encodes a user with
+/// three more levels around its fields and decodes with serde_json's limit of 128, so a deeper
+/// value would be written but never read back.
+pub const MAX_VALUE_DEPTH: usize = 32;
 
 /// Fields a client or back end may set directly.
 pub const BUILT_IN_FIELDS: &[&str] = &[
@@ -257,6 +261,12 @@ impl SettableFields {
     pub fn parse(fields: &Map<String, Value>) -> Result<Self, ApiError> {
         let mut out = Self::default();
         for (key, value) in fields {
+            if too_deep(value, MAX_VALUE_DEPTH) {
+                let key: String = key.chars().take(64).collect();
+                return Err(ApiError::input(format!(
+                    "user.{key} is nested more than {MAX_VALUE_DEPTH} levels deep"
+                )));
+            }
             if value.is_null() && key != "teams_role" {
                 // A null built-in means "not given"; a null custom field is kept as null.
                 if BUILT_IN_FIELDS.contains(&key.as_str()) {
@@ -297,6 +307,16 @@ impl SettableFields {
         check_custom_size(&out.custom)?;
         Ok(out)
     }
+}
+
+/// Whether a value nests arrays and objects more than `levels` deep (a scalar is level 0).
+fn too_deep(value: &Value, levels: usize) -> bool {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(m) => Box::new(m.values()),
+        _ => return false,
+    };
+    levels == 0 || children.into_iter().any(|v| too_deep(v, levels - 1))
 }
 
 /// Refuses custom data whose JSON encoding exceeds [`MAX_CUSTOM_BYTES`] (413, code 22).
@@ -436,6 +456,27 @@ mod tests {
         assert!(u.custom.is_empty());
         let wire = u.to_wire(false);
         assert_eq!(wire["name"], "A");
+    }
+
+    /// Regression: a value nested beyond what the store decodes (via connect's `json`, whose
+    /// envelope is shallow) was stored and then broke every query over the users.
+    #[test]
+    fn values_nested_beyond_the_limit_are_refused() {
+        let nest = |n: usize| {
+            let mut v = json!(1);
+            for _ in 0..n {
+                v = json!([v]);
+            }
+            v
+        };
+        let ok = json!({"id":"a","deep":nest(MAX_VALUE_DEPTH),"privacy_settings":{"x":nest(30)}});
+        assert!(SettableFields::parse(ok.as_object().unwrap()).is_ok());
+        for key in ["deep", "privacy_settings"] {
+            let mut bad = ok.clone();
+            bad[key] = json!({ "x": nest(MAX_VALUE_DEPTH) });
+            let err = SettableFields::parse(bad.as_object().unwrap()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InputError, "{key}");
+        }
     }
 
     #[test]

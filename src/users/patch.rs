@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::protocol::ApiError;
-use crate::users::model::SERVER_OWNED_FIELDS;
+use crate::users::model::{MAX_VALUE_DEPTH, SERVER_OWNED_FIELDS};
 
 /// A validated partial update of one user.
 #[derive(Debug, Clone, Default)]
@@ -15,7 +15,11 @@ pub struct Patch {
     pub unset: Vec<String>,
 }
 
-/// Checks one path: no empty segment, no whitespace.
+/// Most segments a dotted path may have. Applying a path recurses once per segment, and the
+/// value it builds must stay within [`MAX_VALUE_DEPTH`] for the store to read it back.
+pub const MAX_PATH_SEGMENTS: usize = MAX_VALUE_DEPTH;
+
+/// Checks one path: no empty segment, no whitespace, at most [`MAX_PATH_SEGMENTS`] segments.
 pub fn validate_path(path: &str) -> Result<(), ApiError> {
     let bad = path.is_empty()
         || path.starts_with('.')
@@ -23,11 +27,25 @@ pub fn validate_path(path: &str) -> Result<(), ApiError> {
         || path.contains("..")
         || path.chars().any(char::is_whitespace);
     if bad {
+        let shown = shown(path);
         return Err(
-            ApiError::input(format!("invalid key '{path}'")).with_field(path, "invalid key")
+            ApiError::input(format!("invalid key '{shown}'")).with_field(shown, "invalid key")
         );
     }
+    if path.split('.').count() > MAX_PATH_SEGMENTS {
+        return Err(ApiError::input(format!(
+            "key '{}' has more than {MAX_PATH_SEGMENTS} segments",
+            shown(path)
+        )));
+    }
     Ok(())
+}
+
+/// A path as error messages echo it: at most 64 characters.
+fn shown(path: &str) -> &str {
+    path.char_indices()
+        .nth(64)
+        .map_or(path, |(i, _)| &path[..i])
 }
 
 fn root(path: &str) -> &str {
@@ -193,5 +211,27 @@ mod tests {
         assert!(Patch::parse(Some(&json!({"id":"x"})), None, &[]).is_err());
         assert!(Patch::parse(None, Some(&json!(["created_at"])), &[]).is_err());
         assert!(Patch::parse(Some(&json!({"ab":1})), Some(&json!(["a"])), &[]).is_ok());
+    }
+
+    /// Regression: a dotted key of 100k segments overflowed the stack while being applied
+    /// and aborted the whole gateway (one `PATCH /users`, from any user on their own user).
+    #[test]
+    fn long_paths_are_refused_before_they_are_applied() {
+        let long = vec!["a"; 100_000].join(".");
+        for (set, unset) in [
+            (Some(json!({ &long: 1 })), None),
+            (None, Some(json!([&long]))),
+        ] {
+            let err = Patch::parse(set.as_ref(), unset.as_ref(), &[]).unwrap_err();
+            assert_eq!(err.code, crate::protocol::ErrorCode::InputError);
+            assert!(err.detail.len() < 200, "the key is not echoed whole");
+        }
+        let longest = vec!["a"; MAX_PATH_SEGMENTS].join(".");
+        let p = Patch::parse(Some(&json!({ &longest: 1 })), None, &[]).unwrap();
+        let mut m = Map::new();
+        p.apply(&mut m);
+        let user = json!({"id": "a", "a": m["a"]});
+        let mut u = crate::users::model::User::new("a", crate::protocol::Timestamp::now());
+        u.replace_settable(user.as_object().unwrap()).unwrap();
     }
 }
