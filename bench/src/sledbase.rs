@@ -1,6 +1,9 @@
 //! Raw sled baseline for admin writes: the same batches in one cross-tree transaction and a
 //! flush, with nothing else — no HTTP, no validation, no events.
 //!
+//! The writes run from `--concurrency` tasks at once. Durability is `flush_async` by default;
+//! `--flush serial|blocking` work around sled 0.34's concurrent-`flush_async` deadlock.
+//!
 //! Trees (mirroring what a user store needs):
 //! - `userid_user`: user id → user JSON.
 //! - `username_userid`: normalised name, `0xFF`, user id → user id (the unique-name index).
@@ -32,6 +35,22 @@ pub struct SledArgs {
     /// Single-user partial updates after the upserts.
     #[arg(long, default_value_t = 5_000)]
     pub partial: usize,
+    /// How each write is made durable (see [`FlushMode`]).
+    #[arg(long, value_enum, default_value_t = FlushMode::Async)]
+    pub flush: FlushMode,
+}
+
+/// How a write waits for durability. sled 0.34's `flush_async` can deadlock when several
+/// run at once alongside transactions (upstream sled issue 1308), hence the alternatives.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushMode {
+    /// `flush_async().await` after every transaction, concurrently.
+    Async,
+    /// `flush_async().await`, one at a time behind an async mutex.
+    Serial,
+    /// Blocking `flush()` on the blocking pool.
+    Blocking,
 }
 
 /// The JSON report of `sledbase`.
@@ -43,6 +62,8 @@ pub struct SledReport {
     pub batch: usize,
     /// Transactions in flight at once.
     pub concurrency: usize,
+    /// How writes were made durable.
+    pub flush: Option<FlushMode>,
     /// Batch upserts: items are users.
     pub upsert: Throughput,
     /// Single-user read-modify-write updates: items are updates.
@@ -55,6 +76,28 @@ struct Trees {
     db: sled::Db,
     users: sled::Tree,
     names: sled::Tree,
+    flush: FlushMode,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+impl Trees {
+    async fn durable(&self) -> Result<(), String> {
+        match self.flush {
+            FlushMode::Async => self.db.flush_async().await.map(drop),
+            FlushMode::Serial => {
+                let _one_at_a_time = self.flush_lock.lock().await;
+                self.db.flush_async().await.map(drop)
+            }
+            FlushMode::Blocking => {
+                let db = self.db.clone();
+                tokio::task::spawn_blocking(move || db.flush())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(drop)
+            }
+        }
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// Letters and digits only, lowercased: the unique-username normal form.
@@ -136,6 +179,8 @@ pub async fn run_sledbase(args: &SledArgs) -> Result<SledReport, sled::Error> {
         users: db.open_tree("userid_user")?,
         names: db.open_tree("username_userid")?,
         db,
+        flush: args.flush,
+        flush_lock: tokio::sync::Mutex::new(()),
     });
     let batch = args.batch.max(1);
     let total = args.users;
@@ -160,7 +205,7 @@ pub async fn run_sledbase(args: &SledArgs) -> Result<SledReport, sled::Error> {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("{e:?}"))?;
-                trees.db.flush_async().await.map_err(|e| e.to_string())?;
+                trees.durable().await?;
                 Ok(())
             }
         })
@@ -178,7 +223,7 @@ pub async fn run_sledbase(args: &SledArgs) -> Result<SledReport, sled::Error> {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("{e:?}"))?;
-                trees.db.flush_async().await.map_err(|e| e.to_string())?;
+                trees.durable().await?;
                 Ok(())
             }
         })
@@ -190,6 +235,7 @@ pub async fn run_sledbase(args: &SledArgs) -> Result<SledReport, sled::Error> {
         mode: "sledbase".into(),
         batch,
         concurrency: args.concurrency,
+        flush: Some(args.flush),
         upsert: Throughput::new(ok, failed, (ok * batch).min(total), secs, &mut lat),
         partial: Throughput::new(pok, pfailed, pok, psecs, &mut plat),
         first_error: err_a.or(err_b),

@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// App API secret given to the servers.
     #[arg(long, default_value = "bench-secret")]
     pub secret: String,
+    /// How sledbase makes writes durable: async (concurrent flush_async), serial, blocking.
+    #[arg(long, default_value = "async")]
+    pub sled_flush: String,
     /// Only regenerate the report from the existing JSON.
     #[arg(long)]
     pub report_only: bool,
@@ -225,7 +228,8 @@ pub async fn run(args: RunArgs) -> i32 {
             secret: args.secret.clone(),
             max_connections: 19_500,
         };
-        let sizes = if tiny { Sizes::tiny() } else { Sizes::full() };
+        let mut sizes = if tiny { Sizes::tiny() } else { Sizes::full() };
+        sizes.sled_flush = args.sled_flush.clone();
         let mut ctx = Ctx::new(
             env,
             bin_dir.join("loadgen"),

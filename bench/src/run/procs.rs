@@ -4,6 +4,7 @@ use crate::loadgen::{ConnectArgs, ConnectReport};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -16,6 +17,9 @@ pub struct Held {
     /// Attempts that failed.
     pub failed: usize,
 }
+
+/// Longest any child may run before it is killed and the scenario fails.
+const CHILD_DEADLINE: Duration = Duration::from_secs(900);
 
 /// Starts `loadgen connect` with `--wait-stdin` and returns once its connect phase is over.
 pub async fn connect_and_hold(loadgen: &Path, args: &ConnectArgs) -> Result<Held, String> {
@@ -32,18 +36,28 @@ pub async fn connect_and_hold(loadgen: &Path, args: &ConnectArgs) -> Result<Held
         .spawn()
         .map_err(|e| format!("cannot start loadgen: {e}"))?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(rest) = line.strip_prefix("READY ") {
-            let v: serde_json::Value = serde_json::from_str(rest).unwrap_or_default();
-            return Ok(Held {
-                child,
-                lines,
-                connected: v["connected"].as_u64().unwrap_or(0) as usize,
-                failed: v["failed"].as_u64().unwrap_or(0) as usize,
-            });
+    let ready = tokio::time::timeout(CHILD_DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("READY ") {
+                return serde_json::from_str::<serde_json::Value>(rest).ok();
+            }
+        }
+        None
+    })
+    .await;
+    match ready {
+        Ok(Some(v)) => Ok(Held {
+            child,
+            lines,
+            connected: v["connected"].as_u64().unwrap_or(0) as usize,
+            failed: v["failed"].as_u64().unwrap_or(0) as usize,
+        }),
+        Ok(None) => Err("loadgen ended before its connect phase finished".into()),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err("loadgen's connect phase did not finish in time".into())
         }
     }
-    Err("loadgen ended before its connect phase finished".into())
 }
 
 impl Held {
@@ -61,15 +75,25 @@ impl Held {
     }
 }
 
-/// Runs a child to completion and parses the last JSON line it printed.
+/// Runs a child to completion (killed after a deadline) and parses the last JSON line it printed.
 pub async fn run_json<T: DeserializeOwned>(program: &Path, args: &[String]) -> Result<T, String> {
-    let output = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
-        .await
+        .kill_on_drop(true)
+        .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let output = tokio::time::timeout(CHILD_DEADLINE, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            format!(
+                "{} did not finish within {CHILD_DEADLINE:?} (hung?)",
+                program.display()
+            )
+        })?
+        .map_err(|e| format!("{} failed: {e}", program.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let last = stdout
         .lines()

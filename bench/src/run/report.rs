@@ -244,12 +244,13 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
                 w,
                 "{} users upserted with `POST /users` in batches of {}, then {} single-user `PATCH /users` \
                  (`set {{\"n\": i}}`), {} requests in flight, on a fresh data directory. sledbase does the same \
-                 writes as transactions + `flush_async` with the same concurrency. {}\n\n\
+                 writes as transactions with the same concurrency, each followed by a flush (mode `{}`). {}\n\n\
                  Command: `scripts/bench.sh --scenarios admin` · data: `bench/results/admin.json`\n",
                 r.users,
                 r.batch,
                 r.partial,
                 r.concurrency,
+                r.sled_flush,
                 meta_line(&r.meta)
             );
             let g = r.summary.iter().find(|x| x.target == "gateway");

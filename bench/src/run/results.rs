@@ -155,6 +155,9 @@ pub struct AdminResults {
     pub partial: usize,
     /// Requests (transactions) in flight.
     pub concurrency: usize,
+    /// How sledbase made its writes durable.
+    #[serde(default)]
+    pub sled_flush: String,
     /// Every run.
     pub runs: Vec<AdminRun>,
     /// Medians per target.

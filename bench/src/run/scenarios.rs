@@ -32,6 +32,8 @@ pub struct Sizes {
     pub admin_partial: usize,
     /// Scenario 3: requests in flight.
     pub admin_concurrency: usize,
+    /// Scenario 3: how sledbase makes writes durable (`async`, `serial`, `blocking`).
+    pub sled_flush: String,
     /// Scenario 4: connections open in total.
     pub events_conns: usize,
     /// Scenario 4: watched users.
@@ -56,9 +58,10 @@ impl Sizes {
             settle_secs: 3.0,
             health_check_secs: 30,
             connect: 15_000,
-            admin_users: 20_000,
-            admin_partial: 5_000,
+            admin_users: 50_000,
+            admin_partial: 10_000,
             admin_concurrency: 4,
+            sled_flush: "async".into(),
             events_conns: 10_000,
             events_users: 50,
             events_updates: 500,
@@ -79,6 +82,7 @@ impl Sizes {
             admin_users: 300,
             admin_partial: 50,
             admin_concurrency: 2,
+            sled_flush: "async".into(),
             events_conns: 30,
             events_users: 5,
             events_updates: 10,
@@ -362,6 +366,7 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
             "--batch=100".to_owned(),
             format!("--concurrency={}", s.admin_concurrency),
             format!("--partial={}", s.admin_partial),
+            format!("--flush={}", s.sled_flush),
         ];
         let report: SledReport = run_json(&ctx.sledbase, &args).await?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -409,6 +414,7 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
         batch: 100,
         partial: s.admin_partial,
         concurrency: s.admin_concurrency,
+        sled_flush: s.sled_flush.clone(),
         runs,
         summary,
     })
