@@ -99,6 +99,12 @@ pub(crate) fn name_checks(mode: Enforcement, old: Option<&User>, new: &User) -> 
     }
 }
 
+/// The same user twice in one batch: each change would expect the state the other one
+/// replaces, so the batch could never apply (it used to spin into a 500).
+fn duplicate_in_batch(id: &str) -> ApiError {
+    ApiError::input(format!("user {id} appears more than once in the batch"))
+}
+
 pub(crate) fn deleted(id: &str) -> ApiError {
     ApiError::new(
         ErrorCode::DoesNotExist,
@@ -238,6 +244,9 @@ impl UsersService {
                 ApiError::input(format!("user {key} must be an object")).in_operation(op)
             })?;
             let id = user_id_of(fields).map_err(|e| e.in_operation(op))?;
+            if inputs.iter().any(|(seen, _, _)| seen == &id) {
+                return Err(duplicate_in_batch(&id).in_operation(op));
+            }
             let parsed = SettableFields::parse(fields).map_err(|e| e.in_operation(op))?;
             if let Caller::User(me) = caller {
                 if &id != me {
@@ -346,6 +355,9 @@ impl UsersService {
                 .as_object()
                 .ok_or_else(|| ApiError::input("each update must be an object").in_operation(op))?;
             let id = user_id_of(obj).map_err(|e| e.in_operation(op))?;
+            if patches.iter().any(|(seen, _, _)| seen == &id) {
+                return Err(duplicate_in_batch(&id).in_operation(op));
+            }
             if let Caller::User(me) = caller {
                 if &id != me {
                     return Err(ApiError::new(

@@ -201,3 +201,26 @@ async fn health_and_export_downloads_need_no_credentials() {
     }
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn disabled_auth_checks_never_let_an_unsigned_server_token_in() {
+    let srv = TestServer::start().await;
+    srv.admin_ok(
+        Method::PATCH,
+        "/app",
+        Some(json!({"disable_auth_checks": true})),
+    )
+    .await;
+    let mut creds = srv.server_creds();
+    // `{"server":true}` as a dev token: standard base64 payload, signature `devtoken`.
+    creds.token =
+        Some("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzZXJ2ZXIiOnRydWV9.devtoken".to_owned());
+    let reply = srv.admin_with(Method::GET, "/app", None, &creds).await;
+    assert_error(&reply, 401, 43, None);
+    creds.token = Some(server_token(&Secret::new("forged")));
+    let reply = srv.admin_with(Method::GET, "/app", None, &creds).await;
+    assert_error(&reply, 401, 43, None);
+    // The real server token still works.
+    srv.admin_ok(Method::GET, "/app", None).await;
+    srv.stop().await;
+}

@@ -332,3 +332,66 @@ async fn guests_with_server_auth() {
     assert_eq!(fetch(&srv, "guest-2").await, None);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn team_limits_are_code_4() {
+    let srv = TestServer::start().await;
+    let many: Vec<String> = (0..251).map(|i| format!("t{i}")).collect();
+    let reply = upsert(&srv, &[json!({"id": "t", "teams": many})]).await;
+    assert_error(&reply, 400, 4, None);
+    let long = "x".repeat(101);
+    let reply = upsert(&srv, &[json!({"id": "t", "teams": [long]})]).await;
+    assert_error(&reply, 400, 4, None);
+    assert_eq!(fetch(&srv, "t").await, None);
+    let most: Vec<String> = (0..250).map(|i| format!("t{i}")).collect();
+    let longest = "x".repeat(100);
+    upsert_ok(
+        &srv,
+        &[
+            json!({"id": "t", "teams": most}),
+            json!({"id": "u", "teams": [longest]}),
+        ],
+    )
+    .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_id_twice_in_one_batch_is_code_4() {
+    let srv = TestServer::start().await;
+    let body = json!({"users": {"a": {"id": "dup"}, "b": {"id": "dup", "name": "Second"}}});
+    let reply = srv.admin(Method::POST, "/users", Some(body)).await;
+    assert_error(&reply, 400, 4, None);
+    assert_eq!(fetch(&srv, "dup").await, None);
+    upsert_ok(&srv, &[json!({"id": "dup"})]).await;
+    let reply = crate::partial(
+        &srv,
+        json!([{"id": "dup", "set": {"a": 1}}, {"id": "dup", "set": {"b": 2}}]),
+    )
+    .await;
+    assert_error(&reply, 400, 4, None);
+    assert_eq!(fetch(&srv, "dup").await.unwrap().get("a"), None);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_one_user_all_succeed() {
+    let srv = std::sync::Arc::new(TestServer::start().await);
+    upsert_ok(&srv, &[json!({"id": "busy"})]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let srv = srv.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::partial(&srv, json!([{"id": "busy", "set": {format!("k{i}"): i}}])).await
+        }));
+    }
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let busy = fetch(&srv, "busy").await.unwrap();
+    for i in 0..40 {
+        assert_eq!(busy[format!("k{i}")], i, "no update is lost");
+    }
+    std::sync::Arc::into_inner(srv).unwrap().stop().await;
+}
