@@ -578,6 +578,28 @@ async fn batches_are_atomic<S: Store>(store: &S) {
     assert!(store.get_user("fresh").await.unwrap().is_none());
 }
 
+/// Writers racing for one name in separate concurrent batches: exactly one wins.
+async fn racing_name_claims_have_one_winner<S: Store>(store: &S) {
+    let claims = (0..20).map(|i| {
+        store.apply_user_batch(vec![put(
+            user(&format!("racer{i}"), Some("The Prize"), &["red"]),
+            Expect::Absent,
+            vec![NameScope::App],
+        )])
+    });
+    let results = futures_util::future::join_all(claims).await;
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{results:?}");
+    for r in &results {
+        assert!(
+            matches!(r, Ok(()) | Err(StoreError::NameTaken { .. })),
+            "{r:?}"
+        );
+    }
+    assert_eq!(holders(store, "the prize", NameScope::App).await.len(), 1);
+    assert_eq!(holders(store, "the prize", team("red")).await.len(), 1);
+}
+
 /// Queries never return soft-deleted users, deactivated ones only when asked, and page.
 async fn queries_see_the_right_users<S: Store>(store: &S) {
     let mut deleted = user("q-deleted", None, &[]);
@@ -750,6 +772,7 @@ macro_rules! backend {
             case!(name_checks_are_enforced);
             case!(duplicates_inside_a_batch_fail);
             case!(batches_are_atomic);
+            case!(racing_name_claims_have_one_winner);
             case!(queries_see_the_right_users);
             case!(last_active_is_recorded);
             case!(settings_tasks_exports_roundtrip);

@@ -302,3 +302,31 @@ async fn export_one_user() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn pruning_nulls_personal_fields_and_keeps_a_tombstone() {
+    let srv = TestServer::start().await;
+    upsert_ok(
+        &srv,
+        &[json!({"id": "p", "name": "Private Name", "image": "http://x/p.png", "color": "red"})],
+    )
+    .await;
+    srv.admin_ok(
+        Method::POST,
+        "/users/delete",
+        Some(json!({"user_ids": ["p"], "user": "pruning"})),
+    )
+    .await;
+    assert_eq!(fetch(&srv, "p").await, None, "hidden from queries");
+    let export = srv.admin_ok(Method::GET, "/users/p/export", None).await;
+    let user = &export["user"];
+    assert!(is_wire_time(&user["deleted_at"]), "{user}");
+    for key in ["name", "image", "color"] {
+        assert_eq!(user.get(key), None, "{key} is nulled: {user}");
+    }
+    // Its name is free, and the id is gone for good.
+    crate::set_mode(&srv, "app").await;
+    upsert_ok(&srv, &[json!({"id": "q", "name": "private name"})]).await;
+    assert_error(&crate::upsert(&srv, &[json!({"id": "p"})]).await, 404, 16, None);
+    srv.stop().await;
+}
