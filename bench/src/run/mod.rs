@@ -120,8 +120,24 @@ pub fn meta(runs: usize, tiny: bool) -> Meta {
 }
 
 /// Problems that make a run's figures suspect (failed connects, missed events, drops).
-fn problems(out_dir: &std::path::Path) -> Vec<String> {
-    let all = report::AllResults::load(out_dir);
+fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
+    let mut all = report::AllResults::load(out_dir);
+    // Only what this invocation measured: older files may be from another tree.
+    if !ran.contains(&"memory") {
+        all.memory = None;
+    }
+    if !ran.contains(&"connect") {
+        all.connect = None;
+    }
+    if !ran.contains(&"admin") {
+        all.admin = None;
+    }
+    if !ran.contains(&"events") {
+        all.events = None;
+    }
+    if !ran.contains(&"cpu") {
+        all.cpu = None;
+    }
     let mut found = Vec::new();
     if let Some(r) = &all.memory {
         for run in r
@@ -240,13 +256,21 @@ pub async fn run(args: RunArgs) -> i32 {
             args.concurrency,
             servers,
         );
+        if tiny {
+            // A harness check starts clean so that nothing stale is reported or checked.
+            for name in report::FILES {
+                let _ = std::fs::remove_file(out_dir.join(name));
+            }
+        }
         let mut failed = false;
+        let mut ran = Vec::new();
         for scenario in SCENARIOS
             .iter()
             .filter(|s| args.scenarios.iter().any(|a| a.trim() == **s))
         {
             ctx.meta = meta(runs, tiny);
             eprintln!("[benchrun] scenario {scenario}");
+            ran.push(*scenario);
             let saved = match *scenario {
                 "memory" => scenarios::idle_memory(&ctx)
                     .await
@@ -284,7 +308,7 @@ pub async fn run(args: RunArgs) -> i32 {
                 failed = true;
             }
         }
-        let found = problems(&out_dir);
+        let found = problems(&out_dir, &ran);
         for p in &found {
             eprintln!("[benchrun] problem: {p}");
         }

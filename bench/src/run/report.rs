@@ -128,7 +128,7 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
          is the least a WebSocket server can do for the same job: tokio-tungstenite with the gateway's \
          buffer settings, HS256 token check, one `health.check` frame, then a read loop (and its own \
          health checks at the same interval). *sledbase* (`bench/src/sledbase.rs`) is the raw sled write \
-         path: the same user batches in one two-tree transaction plus `flush_async`, without HTTP.\n"
+         path: the same user batches in one two-tree transaction plus a flush, without HTTP or validation.\n"
     );
     let _ = writeln!(
         w,
