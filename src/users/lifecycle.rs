@@ -257,6 +257,8 @@ impl UsersService {
 
     /// Deactivates users, in one batch.
     async fn deactivate(&self, ids: &[String], body: &Value) -> Result<Vec<User>, ApiError> {
+        // Resolved before the write: a refused request must leave no trace.
+        let by = self.creator(body).await?;
         let now = Timestamp::now();
         let users = self
             .write_cycle(|svc| {
@@ -285,7 +287,6 @@ impl UsersService {
                 })
             })
             .await?;
-        let by = self.creator(body).await?;
         for u in &users {
             self.hub.user_deactivated(u, by.as_ref());
         }
@@ -324,6 +325,7 @@ impl UsersService {
         name: Option<&str>,
         body: &Value,
     ) -> Result<Vec<User>, ApiError> {
+        let by = self.creator(body).await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let users = self
@@ -359,7 +361,6 @@ impl UsersService {
                 })
             })
             .await?;
-        let by = self.creator(body).await?;
         for u in &users {
             self.hub.user_reactivated(u, by.as_ref());
         }

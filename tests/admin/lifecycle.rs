@@ -327,6 +327,46 @@ async fn pruning_nulls_personal_fields_and_keeps_a_tombstone() {
     // Its name is free, and the id is gone for good.
     crate::set_mode(&srv, "app").await;
     upsert_ok(&srv, &[json!({"id": "q", "name": "private name"})]).await;
-    assert_error(&crate::upsert(&srv, &[json!({"id": "p"})]).await, 404, 16, None);
+    assert_error(
+        &crate::upsert(&srv, &[json!({"id": "p"})]).await,
+        404,
+        16,
+        None,
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_deactivate_or_reactivate_changes_nothing() {
+    let srv = TestServer::start().await;
+    upsert_ok(&srv, &[json!({"id": "x"}), json!({"id": "y"})]).await;
+    let bad = json!({"created_by_id": 5});
+    let reply = srv
+        .admin(Method::POST, "/users/x/deactivate", Some(bad.clone()))
+        .await;
+    assert_error(&reply, 400, 4, None);
+    assert_eq!(fetch(&srv, "x").await.unwrap().get("deactivated_at"), None);
+    let reply = srv
+        .admin(
+            Method::POST,
+            "/users/deactivate",
+            Some(json!({"user_ids": ["x", "y"], "created_by_id": ["admin"]})),
+        )
+        .await;
+    assert_error(&reply, 400, 4, None);
+    assert_eq!(
+        query_ids(&srv, json!({"filter_conditions": {}}))
+            .await
+            .len(),
+        2
+    );
+
+    srv.admin_ok(Method::POST, "/users/x/deactivate", None)
+        .await;
+    let reply = srv
+        .admin(Method::POST, "/users/x/reactivate", Some(bad))
+        .await;
+    assert_error(&reply, 400, 4, None);
+    assert!(fetch(&srv, "x").await.unwrap()["deactivated_at"].is_string());
     srv.stop().await;
 }
