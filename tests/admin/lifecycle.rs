@@ -370,3 +370,61 @@ async fn a_refused_deactivate_or_reactivate_changes_nothing() {
     assert!(fetch(&srv, "x").await.unwrap()["deactivated_at"].is_string());
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn batch_forms_take_at_most_100_ids() {
+    let srv = TestServer::start().await;
+    let users: Vec<Value> = (0..100).map(|i| json!({"id": format!("m{i}")})).collect();
+    upsert_ok(&srv, &users).await;
+    let hundred: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    let mut too_many = hundred.clone();
+    too_many.push("m0x".into());
+    for path in [
+        "/users/deactivate",
+        "/users/reactivate",
+        "/users/restore",
+        "/users/delete",
+    ] {
+        let reply = srv
+            .admin(Method::POST, path, Some(json!({"user_ids": too_many})))
+            .await;
+        assert_error(&reply, 400, 4, None);
+    }
+    assert_eq!(
+        query_ids(&srv, json!({"filter_conditions": {}, "limit": 100}))
+            .await
+            .len(),
+        100
+    );
+    srv.admin_ok(
+        Method::POST,
+        "/users/deactivate",
+        Some(json!({"user_ids": hundred})),
+    )
+    .await;
+    srv.admin_ok(
+        Method::POST,
+        "/users/reactivate",
+        Some(json!({"user_ids": hundred})),
+    )
+    .await;
+    srv.admin_ok(
+        Method::POST,
+        "/users/delete",
+        Some(json!({"user_ids": hundred})),
+    )
+    .await;
+    srv.admin_ok(
+        Method::POST,
+        "/users/restore",
+        Some(json!({"user_ids": hundred})),
+    )
+    .await;
+    assert_eq!(
+        query_ids(&srv, json!({"filter_conditions": {}, "limit": 100}))
+            .await
+            .len(),
+        100
+    );
+    srv.stop().await;
+}
