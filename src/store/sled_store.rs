@@ -31,8 +31,10 @@ use crate::users::model::User;
 use crate::users::query::UserQuery;
 use crate::users::username::normalise;
 
-/// The schema version this code writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this code writes. Migrations, numbered by the version they produce:
+/// - 2: the username index is rebuilt, its keys being normal forms and normalisation having
+///   changed (NFKC first; see [`normalise`]).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A sled database holding every tree of the gateway.
 #[derive(Clone)]
@@ -80,7 +82,15 @@ impl SledStore {
                         "data dir has schema version {found}, this build knows {SCHEMA_VERSION}"
                     )));
                 }
-                // Migrations from older versions go here, numbered.
+                if found < 2 {
+                    rebuild_name_index(&db)?;
+                }
+                // Written after the migrations; the flush below makes both durable, and
+                // sled recovers writes in order, so a crash redoes an unfinished migration.
+                if found < SCHEMA_VERSION {
+                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
+                        .map_err(backend)?;
+                }
             }
         }
         let tree = |name: &str| db.open_tree(name).map_err(backend);
@@ -134,6 +144,29 @@ impl SledStore {
             .await
             .map_err(backend)?
     }
+}
+
+/// Migration to 2: rebuilds `username_userids` from `userid_user` with the current normal
+/// form. Idempotent (it starts by clearing the index), run before the store serves.
+fn rebuild_name_index(db: &sled::Db) -> Result<(), StoreError> {
+    let users = db.open_tree("userid_user").map_err(backend)?;
+    let names = db.open_tree("username_userids").map_err(backend)?;
+    let mut index: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
+    for item in users.iter() {
+        let (_, bytes) = item.map_err(backend)?;
+        let stored: StoredUser =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for key in name_keys(&stored.user) {
+            index.entry(key).or_default().push(stored.user.id.clone());
+        }
+    }
+    names.clear().map_err(backend)?;
+    for (key, ids) in index {
+        let bytes = serde_json::to_vec(&ids).expect("string list encodes");
+        names.insert(key, bytes).map_err(backend)?;
+    }
+    tracing::info!(entries = names.len(), "username index rebuilt (schema 2)");
+    Ok(())
 }
 
 /// The username index keys an active user occupies.
@@ -408,5 +441,58 @@ impl Store for SledStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.durable().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upgrading_from_schema_1_rebuilds_the_username_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = SledStore::open(&path).unwrap();
+            let mut u = User::new("u1", Timestamp::now());
+            u.name = Some("Jose\u{301}".into()); // decomposed: "e" + combining acute
+            u.teams = vec!["red".into()];
+            let change = UserChange::Put {
+                user: u,
+                expect: Expect::Absent,
+                check_names: vec![],
+                tombstone: false,
+            };
+            store.apply_user_batch(vec![change]).await.unwrap();
+            // Make it look like a schema-1 data dir: index keyed by the old normal form.
+            let names = &store.inner.names;
+            names.clear().unwrap();
+            names
+                .insert(app_key("jose"), br#"["u1"]"#.to_vec())
+                .unwrap();
+            names
+                .insert(team_key("red", "jose"), br#"["u1"]"#.to_vec())
+                .unwrap();
+            let meta = store.inner.db.open_tree("meta").unwrap();
+            meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
+            store.inner.db.flush().unwrap();
+        }
+        let store = SledStore::open(&path).unwrap();
+        let precomposed = "Jos\u{e9}";
+        let app = store
+            .name_holders(precomposed, &NameScope::App)
+            .await
+            .unwrap();
+        assert_eq!(app, ["u1"]);
+        let team = NameScope::Team("red".into());
+        assert_eq!(
+            store.name_holders(precomposed, &team).await.unwrap(),
+            ["u1"]
+        );
+        assert!(store.inner.names.get(app_key("jose")).unwrap().is_none());
+        assert_eq!(store.inner.names.len(), 2);
+        let meta = store.inner.db.open_tree("meta").unwrap();
+        let version = meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
     }
 }

@@ -1,11 +1,22 @@
 //! Username normalisation for unique-name enforcement: keep Unicode letters and digits,
 //! lowercase them. `"John Doe"`, `"john.doe"` and `"JOHN-DOE"` share one normal form.
 
+use unicode_normalization::UnicodeNormalization;
+
 /// The normal form of a name; empty means "never a duplicate".
+///
+/// The name is first brought to Unicode NFKC, so that text which is the same to a reader
+/// shares one form: `"José"` typed precomposed or as `e` + combining accent (where dropping
+/// the accent alone would give `"jose"` and `"josé"`), and compatibility variants such as
+/// full-width `"Ｊｏｈｎ"`. Letters and digits are kept after lowercasing, so combining marks
+/// that lowercasing introduces (`"İ"` → `"i̇"`) are dropped too.
+///
+/// The sled store keys its username index by this form: changing it needs a numbered
+/// migration that rebuilds the index (see `store::sled_store`).
 pub fn normalise(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_alphanumeric())
+    name.nfkc()
         .flat_map(char::to_lowercase)
+        .filter(|c| c.is_alphanumeric())
         .collect()
 }
 
@@ -44,5 +55,10 @@ mod tests {
         assert_eq!(normalise("JOHN-DOE"), "johndoe");
         assert_eq!(normalise("Ünïcode 42"), "ünïcode42");
         assert_eq!(normalise("..."), "");
+        // Canonically equivalent spellings and compatibility variants collide.
+        assert_eq!(normalise("Jos\u{e9}"), normalise("Jose\u{301}"));
+        assert_eq!(normalise("Jos\u{e9}"), "jos\u{e9}");
+        assert_eq!(normalise("\u{ff2a}\u{ff4f}\u{ff48}\u{ff4e}"), "john");
+        assert_eq!(normalise("\u{130}stanbul"), "istanbul");
     }
 }

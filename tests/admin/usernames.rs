@@ -71,6 +71,18 @@ async fn app_mode_normalises_and_refuses_collisions() {
     )
     .await;
     upsert_ok(&srv, &[json!({"id": "e3", "name": ""})]).await;
+    // Text that is the same to a reader collides: a precomposed and a decomposed accent,
+    // full-width letters.
+    upsert_ok(&srv, &[json!({"id": "jose1", "name": "Jos\u{e9}"})]).await;
+    let reply = upsert(&srv, &[json!({"id": "jose2", "name": "JOSE\u{301}"})]).await;
+    assert_error(&reply, 400, 6, None);
+    let reply = upsert(
+        &srv,
+        &[json!({"id": "jd3", "name": "\u{ff2a}ohn \u{ff24}oe"})],
+    )
+    .await;
+    assert_error(&reply, 400, 6, None);
+    upsert_ok(&srv, &[json!({"id": "jose3", "name": "Jose"})]).await;
     // Names differing in a letter do not collide.
     upsert_ok(&srv, &[json!({"id": "jd2", "name": "John Doe 2"})]).await;
     srv.stop().await;
