@@ -101,7 +101,24 @@ pub async fn run(
                 .await
         })
     };
-    let public_task = serve(public, public_router, stop_rx.clone());
+    let budget = crate::serve::descriptor_budget();
+    if budget.is_some_and(|b| b <= limits.max_connections) {
+        tracing::warn!(
+            budget,
+            max_connections = limits.max_connections,
+            "the descriptor limit allows fewer sockets than limits.max_connections"
+        );
+    }
+    let public_limits = crate::serve::ServeLimits {
+        header_timeout: Duration::from_secs(limits.handshake_timeout_secs),
+        max_sockets: budget,
+    };
+    let public_task = tokio::spawn(crate::serve::serve_http1(
+        public,
+        public_router,
+        public_limits,
+        stop_rx.clone(),
+    ));
     let admin_task = serve(admin, admin_router, stop_rx.clone());
 
     shutdown.await;

@@ -12,6 +12,7 @@
 //! - `gateway`: the public listener — `/connect`, guests and client REST.
 //! - `admin`: the admin listener — REST and admin WebSocket over one dispatch table.
 //! - `http`: envelopes, body limits and rate limiting shared by both listeners.
+//! - `serve`: the public listener's accept loop: header read timeout, descriptor budget.
 //! - `telemetry`: tracing and Prometheus metrics set-up.
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod gateway;
 pub mod http;
 pub mod hub;
 pub mod protocol;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod users;
