@@ -347,13 +347,30 @@ impl Store for SledStore {
                 .map_err(|e| match e {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => backend(e),
-                })
+                })?;
+            // A hard delete erases everything but the tombstone, the activity record too
+            // (kept outside the transaction, like every `touch_last_active`).
+            for change in &changes {
+                if let UserChange::Erase { id, .. } = change {
+                    inner.last_active.remove(id.as_bytes()).map_err(backend)?;
+                }
+            }
+            Ok(())
         })
         .await?;
         self.durable().await
     }
 
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        // Not for an erased user: its last connection closing must not leave a record behind.
+        if !self
+            .inner
+            .users
+            .contains_key(id.as_bytes())
+            .map_err(backend)?
+        {
+            return Ok(());
+        }
         self.inner
             .last_active
             .insert(id.as_bytes(), at.to_wire().as_bytes())
@@ -494,5 +511,38 @@ mod tests {
         let meta = store.inner.db.open_tree("meta").unwrap();
         let version = meta.get("schema_version").unwrap().unwrap();
         assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_hard_delete_erases_the_activity_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        let create = UserChange::Put {
+            user: User::new("gone", Timestamp::now()),
+            expect: Expect::Absent,
+            check_names: vec![],
+            tombstone: false,
+        };
+        store.apply_user_batch(vec![create]).await.unwrap();
+        store
+            .touch_last_active("gone", Timestamp::now())
+            .await
+            .unwrap();
+        assert!(store.inner.last_active.contains_key("gone").unwrap());
+        let version = store.get_user("gone").await.unwrap().unwrap().version;
+        let erase = UserChange::Erase {
+            id: "gone".into(),
+            expect: Expect::Version(version),
+            deleted_at: Timestamp::now(),
+        };
+        store.apply_user_batch(vec![erase]).await.unwrap();
+        assert!(!store.inner.last_active.contains_key("gone").unwrap());
+        // A late disconnect of the erased user records nothing.
+        store
+            .touch_last_active("gone", Timestamp::now())
+            .await
+            .unwrap();
+        assert!(!store.inner.last_active.contains_key("gone").unwrap());
+        assert!(store.inner.last_active.is_empty());
     }
 }
