@@ -66,11 +66,14 @@ pub async fn run(
         stop: stop_rx.clone(),
     };
     let body_limit = axum::Extension(BodyLimit(limits.max_body_bytes));
+    let header_limit =
+        axum::middleware::from_fn_with_state(limits.max_header_bytes, crate::http::limit_headers);
     let admin_router = crate::admin::router(
         admin_state,
         Arc::new(RateLimiter::new(limits.requests_per_minute)),
     )
-    .layer(body_limit);
+    .layer(body_limit)
+    .layer(header_limit.clone());
     let gateway_state = GatewayState::new(svc.clone(), &config, stop_rx.clone());
     crate::gateway::spawn_liveness(
         hub.clone(),
@@ -83,7 +86,8 @@ pub async fn run(
         Arc::new(RateLimiter::new(limits.requests_per_minute)),
         &config.cors,
     )
-    .layer(body_limit);
+    .layer(body_limit)
+    .layer(header_limit);
 
     tracing::info!(
         public = %public.local_addr()?,

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -77,7 +79,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         }
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|_| too_big(limit))?;
+            .map_err(|e| {
+                // Either the body itself failed (malformed chunking, a client that went
+                // away: axum's own error inside) or it passed the length limit.
+                let read_failed =
+                    std::error::Error::source(&e).is_some_and(|s| s.is::<axum::Error>());
+                if read_failed {
+                    ApiError::input(format!("the request body could not be read: {e}"))
+                } else {
+                    too_big(limit)
+                }
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Value::Object(Map::new())));
         }
@@ -91,6 +103,69 @@ fn too_big(limit: usize) -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooBig,
         format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// A `{id}` path segment, percent-decoded. Undecodable segments (invalid UTF-8) are refused
+/// in Stream's envelope (code 4) rather than with axum's plain-text rejection.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(e) => Err(ApiError::input(format!("invalid path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// A WebSocket upgrade. A plain HTTP request to a WebSocket route is refused in Stream's
+/// envelope (code 4) rather than with axum's plain-text rejection.
+pub struct WsUpgrade(pub WebSocketUpgrade);
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match WebSocketUpgrade::from_request_parts(parts, state).await {
+            Ok(ws) => Ok(Self(ws)),
+            Err(e) => Err(ApiError::input(format!(
+                "{} is a WebSocket endpoint: {}",
+                parts.uri.path(),
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// Middleware: refuses a request whose query string or header section is larger than the
+/// limit (`limits.max_header_bytes`) with 431, code 24. Requests past hyper's own limits
+/// (a 64 KiB URI, 100 headers, a ~400 KiB head) are answered by hyper before this runs:
+/// 414 or 431 with an empty body, and the connection closed.
+pub async fn limit_headers(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let query = req.uri().query().map_or(0, str::len);
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if query > max || headers > max {
+        return ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!("the query string or headers are larger than the limit of {max} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Answer for a known path with a method it does not serve (instead of an empty 405).
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::DoesNotExist,
+        format!("no such route: {method} {}", uri.path()),
     )
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::ops::{dispatch, OpRequest};
 use crate::auth::Identity;
-use crate::http::{self, Credentials, JsonBody, RateLimiter};
+use crate::http::{self, Credentials, JsonBody, PathId, RateLimiter};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::users::UsersService;
 
@@ -105,7 +105,7 @@ macro_rules! op {
     };
     ($op:literal, id) => {
         |State(s): State<AdminState>,
-         Path(id): Path<String>,
+         PathId(id): PathId,
          uri: Uri,
          headers: HeaderMap,
          JsonBody(body): JsonBody| async move { run(&s, $op, Some(id), &uri, &headers, body).await }
@@ -123,7 +123,7 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn export_download(State(s): State<AdminState>, Path(file): Path<String>) -> Response {
+async fn export_download(State(s): State<AdminState>, PathId(file): PathId) -> Response {
     let started = Instant::now();
     let id = file.trim_end_matches(".json");
     match s.svc.export_document(id).await {
@@ -162,6 +162,7 @@ pub fn router(state: AdminState, limiter: Arc<RateLimiter>) -> Router {
         .route("/exports/users/{file}", get(export_download))
         .merge(authed)
         .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
+        .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::observe))
         .layer(middleware::from_fn_with_state(limiter, http::rate_limit))
         .with_state(state)

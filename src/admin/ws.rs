@@ -6,7 +6,7 @@
 //! `{"id":"8","op":"subscribe"}` starts the event stream: each event arrives as
 //! `{"event":{...}}`. A subscriber that falls behind is closed with 1013.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -25,7 +25,7 @@ const MAX_ADMIN_MESSAGE: usize = 4 << 20;
 pub async fn upgrade(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    crate::http::WsUpgrade(ws): crate::http::WsUpgrade,
 ) -> Response {
     let host = headers
         .get(axum::http::header::HOST)

@@ -41,6 +41,26 @@ async fn close(ws: &mut WebSocket, order: &CloseOrder, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.send(Message::Close(Some(frame)))).await;
 }
 
+/// The close for a binary frame: only text frames carry the protocol.
+fn binary_close() -> CloseOrder {
+    CloseOrder::raw(1003, "binary frames are not supported")
+}
+
+/// The close a frame the server cannot take calls for (RFC 6455 7.4.1): 1007 for text that is
+/// not UTF-8, 1009 for a frame or message over the limits, 1002 for other protocol errors.
+/// `None` when the socket itself failed and nothing can be sent.
+fn read_error_close(e: &axum::Error) -> Option<CloseOrder> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let order = match std::error::Error::source(e)?.downcast_ref::<WsError>()? {
+        WsError::Utf8(_) => CloseOrder::raw(1007, "text frames must be UTF-8"),
+        WsError::Capacity(_) => CloseOrder::raw(1009, "frame or message too big"),
+        WsError::Protocol(_) => CloseOrder::raw(1002, "protocol error"),
+        _ => return None,
+    };
+    tracing::debug!(error = %e, code = order.code, "closing on a bad frame");
+    Some(order)
+}
+
 /// Refuses a connect: one `connection.error` frame, then close 1000 with a JSON reason.
 async fn refuse(ws: &mut WebSocket, err: &ApiError, timeout: Duration) {
     metrics::counter!("gateway_connects_refused", "code" => err.code.code().to_string())
@@ -77,6 +97,16 @@ pub async fn serve(mut ws: WebSocket, state: GatewayState, mut req: ConnectReque
                 match ws.recv().await {
                     Some(Ok(Message::Text(t))) => break t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        close(&mut ws, &binary_close(), write_timeout).await;
+                        return Err(None);
+                    }
+                    Some(Err(e)) => {
+                        if let Some(order) = read_error_close(&e) {
+                            close(&mut ws, &order, write_timeout).await;
+                        }
+                        return Err(None);
+                    }
                     _ => return Err(None),
                 }
             };
@@ -177,7 +207,16 @@ async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>
     loop {
         tokio::select! {
             msg = ws.recv() => {
-                let Some(Ok(msg)) = msg else { return };
+                let msg = match msg {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        if let Some(order) = read_error_close(&e) {
+                            close(ws, &order, write_timeout).await;
+                        }
+                        return;
+                    }
+                    None => return,
+                };
                 handle.last_seen.store(state.clock.now_secs(), Ordering::Relaxed);
                 match msg {
                     Message::Text(text) => {
@@ -187,10 +226,7 @@ async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>
                             return;
                         }
                     }
-                    Message::Binary(_) => {
-                        let order = CloseOrder::raw(1003, "binary frames are not supported");
-                        return close(ws, &order, write_timeout).await;
-                    }
+                    Message::Binary(_) => return close(ws, &binary_close(), write_timeout).await,
                     Message::Close(_) => return,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware;
@@ -122,7 +121,7 @@ async fn connect(
     State(state): State<GatewayState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
-    ws: WebSocketUpgrade,
+    http::WsUpgrade(ws): http::WsUpgrade,
 ) -> Response {
     if *state.stop.borrow() {
         return ApiError::new(ErrorCode::RateLimited, "server is shutting down").into_response();
@@ -142,7 +141,7 @@ async fn connect(
         .max_write_buffer_size(l.max_write_buffer)
         .max_frame_size(l.max_frame)
         .max_message_size(l.max_message)
-        .on_upgrade(move |socket| connection::serve(socket, state, req))
+        .on_upgrade(move |socket| { let f = connection::serve(socket, state, req); eprintln!("SERVE FUT {}", std::mem::size_of_val(&f)); f })
 }
 
 /// Sends every connection a server `health.check` each `interval` and closes those silent
@@ -211,6 +210,7 @@ pub fn router(state: GatewayState, limiter: Arc<RateLimiter>, cors: &Cors) -> Ro
                 .patch(rest::partial_update_users),
         )
         .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
+        .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::observe))
         .layer(middleware::from_fn_with_state(limiter, http::rate_limit))
         .layer(cors_layer(cors))
