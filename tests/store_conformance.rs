@@ -792,7 +792,8 @@ macro_rules! backend {
 }
 
 async fn open_sled(dir: std::path::PathBuf) -> SledStore {
-    SledStore::open(&dir.join("db")).expect("sled opens")
+    // A reopen follows a drop at once: the old instance must have released the directory.
+    SledStore::open(&dir.join("db")).expect("sled opens (a dropped store releases its data dir)")
 }
 
 backend!(sled, |dir| open_sled(dir.clone()));

@@ -494,7 +494,7 @@ mod tests {
             meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
             store.inner.db.flush().unwrap();
         }
-        let store = SledStore::open(&path).unwrap();
+        let store = SledStore::open(&path).expect("a dropped store releases its data dir at once");
         let precomposed = "Jos\u{e9}";
         let app = store
             .name_holders(precomposed, &NameScope::App)
