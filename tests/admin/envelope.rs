@@ -275,3 +275,29 @@ async fn invalid_json_is_code_4() {
     assert_eq!(body["code"], 4);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_query_string_over_the_header_limit_is_431_code_24() {
+    let srv = TestServer::start().await;
+    // The default limit is 16 KiB for the query string or the header section.
+    let filter = json!({"filter_conditions": {"id": {"$in": vec!["x".repeat(50); 400]}}});
+    let reply = crate::query(&srv, filter).await;
+    assert_error(&reply, 431, 24, None);
+    let resp = srv
+        .http
+        .get(format!("{}/app?api_key=test-key", srv.admin_url))
+        .header("Authorization", &srv.server_token)
+        .header("stream-auth-type", "jwt")
+        .header("x-padding", "p".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 24);
+    // A large but acceptable query passes.
+    let filter = json!({"filter_conditions": {"id": {"$in": vec!["x".repeat(50); 100]}}});
+    let (status, _, body) = crate::query(&srv, filter).await;
+    assert_eq!(status, 200, "{body}");
+    srv.stop().await;
+}
