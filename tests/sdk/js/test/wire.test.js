@@ -38,8 +38,14 @@ function open(url) {
   const frames = [];
   const waiters = [];
   ws.on('message', (data, isBinary) => {
-    assert.equal(isBinary, false, 'frames are text');
-    frames.push(JSON.parse(data.toString()));
+    // Every frame must be JSON text; record anything else so the assertions show it.
+    let frame;
+    try {
+      frame = isBinary ? { unexpected: 'binary frame' } : JSON.parse(data.toString());
+    } catch (_) {
+      frame = { unexpected: data.toString() };
+    }
+    frames.push(frame);
     while (waiters.length) waiters.shift()();
   });
   const closed = new Promise((resolve) => {
