@@ -123,6 +123,14 @@ fn not_allowed_role(id: &str, role: &str) -> ApiError {
     )
 }
 
+/// Team roles compared with "none" and "empty" as the same.
+fn same_team_roles(
+    a: Option<&std::collections::BTreeMap<String, String>>,
+    b: Option<&std::collections::BTreeMap<String, String>>,
+) -> bool {
+    a.filter(|m| !m.is_empty()) == b.filter(|m| !m.is_empty())
+}
+
 fn same_teams(a: &[String], b: &[String]) -> bool {
     let a: HashSet<&String> = a.iter().collect();
     let b: HashSet<&String> = b.iter().collect();
@@ -325,6 +333,13 @@ impl UsersService {
                 format!("User '{}' is not allowed to change teams", new.id),
             ));
         }
+        // Team roles are roles: a user may not grant itself one.
+        if !same_team_roles(
+            new.teams_role.as_ref(),
+            old.and_then(|o| o.teams_role.as_ref()),
+        ) {
+            return Err(not_allowed_role(&new.id, old_role));
+        }
         Ok(())
     }
 
@@ -515,6 +530,7 @@ impl UsersService {
         let id = user_id_of(&fields).map_err(|e| e.in_operation(op))?;
         fields.insert("role".into(), Value::String("guest".into()));
         fields.remove("teams");
+        fields.remove("teams_role");
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let user = self
@@ -630,6 +646,12 @@ fn merge_details(
     let current_wire = base.to_me(true);
     if let Some(role) = details.get("role").filter(|v| !v.is_null()) {
         if role.as_str() != Some(base.role.as_str()) {
+            return Err(not_allowed_role(user_id, &base.role));
+        }
+    }
+    if let Some(given) = details.get("teams_role").filter(|v| !v.is_null()) {
+        let given = serde_json::from_value(given.clone()).ok();
+        if given.is_none() || !same_team_roles(given.as_ref(), base.teams_role.as_ref()) {
             return Err(not_allowed_role(user_id, &base.role));
         }
     }
