@@ -98,7 +98,9 @@ impl AppSettings {
         Ok(Self { raw })
     }
 
-    /// The `app` object returned by `GET /app`: defaults, then everything stored.
+    /// The `app` object returned by `GET /app`: defaults, then everything stored. `api_key`
+    /// is always the key the gateway runs with: a stored key of that name (an unknown key to
+    /// `PATCH /app`) must not pass for it.
     pub fn to_wire(&self, api_key: &str) -> Map<String, Value> {
         let mut out = json!({
             "name": "chat-gateway",
@@ -114,7 +116,9 @@ impl AppSettings {
         .expect("object")
         .clone();
         for (k, v) in &self.raw {
-            out.insert(k.clone(), v.clone());
+            if k != "api_key" {
+                out.insert(k.clone(), v.clone());
+            }
         }
         out
     }

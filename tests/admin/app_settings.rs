@@ -190,3 +190,18 @@ async fn patch_app_needs_an_object() {
     assert_error(&reply, 400, 4, None);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn the_api_key_shown_is_always_the_real_one() {
+    let srv = TestServer::start().await;
+    srv.admin_ok(
+        Method::PATCH,
+        "/app",
+        Some(json!({"api_key": "someone-elses", "x": 1})),
+    )
+    .await;
+    let app = srv.admin_ok(Method::GET, "/app", None).await["app"].clone();
+    assert_eq!(app["api_key"], "test-key");
+    assert_eq!(app["x"], 1);
+    srv.stop().await;
+}

@@ -388,11 +388,12 @@ impl ProcessServer {
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
     pub async fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
+        // The shell's `kill` builtin: no extra dependency, and `sh` is always there.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -TERM {}", child.id()))
             .status()
-            .expect("kill runs");
+            .expect("sh runs");
         assert!(status.success(), "kill -TERM failed");
         wait_exit(&mut child, Duration::from_secs(30)).await
     }
