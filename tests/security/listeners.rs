@@ -186,13 +186,15 @@ async fn admin_routes_do_not_exist_on_the_public_listener() {
     let user = s.user_token(&victim);
     for creds in [s.server_creds(), jwt(&s, &user), crate::anonymous(&s)] {
         for (method, path) in &routes {
-            let (status, _, reply) = s
+            let reply = s
                 .public_with(method.clone(), path, Some(body.clone()), &creds)
                 .await;
-            assert!(
-                status == 404 || status == 405,
-                "{method} {path} answered {status} on the public listener: {reply}"
+            assert_eq!(
+                reply.0, 404,
+                "{method} {path} on the public listener: {:?}",
+                reply.2
             );
+            assert_error(&reply, 404, 16, None);
         }
     }
     // Nothing happened to the user or the app.

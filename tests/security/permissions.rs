@@ -260,18 +260,15 @@ async fn a_guest_cannot_claim_an_existing_account_or_a_role() {
         (stored["role"].clone(), stored["name"].clone()),
         (json!("admin"), json!("O"))
     );
-    // A soft-deleted or hard-deleted id cannot be claimed either.
+    // A deleted id cannot be claimed either (spec §5.6: code 16 forever).
     s.admin_ok(
         Method::DELETE,
         &format!("/users/{owner}?hard_delete=true"),
         None,
     )
     .await;
-    let (status, _, body) = guest(json!({"user": {"id": owner}})).await;
-    assert!(
-        status >= 400 && body.get("access_token").is_none(),
-        "{body}"
-    );
+    let reply = guest(json!({"user": {"id": owner}})).await;
+    assert_error(&reply, 404, 16, None);
     // A new guest asking for a role, teams or team roles gets none of them.
     let id = uid("guest");
     let (status, _, body) = guest(json!({"user": {"id": id, "role": "admin",
