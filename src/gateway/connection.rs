@@ -78,18 +78,67 @@ async fn refuse(ws: &mut WebSocket, err: &ApiError, timeout: Duration) {
 }
 
 /// Runs an upgraded `/connect` socket from handshake to close.
-pub async fn serve(mut ws: WebSocket, state: GatewayState, mut req: ConnectRequest) {
-    let limits = state.limits.clone();
+///
+/// The task's own future stays small: the handshake (which awaits the store) and the
+/// first-frame work run in a boxed future freed before the socket goes idle, and the idle
+/// loop's owned state sits in one box passed by pointer (an async fn keeps a second copy of
+/// its by-value arguments for its whole life, so big arguments cost twice).
+pub fn serve(
+    ws: WebSocket,
+    state: GatewayState,
+    req: ConnectRequest,
+) -> impl std::future::Future<Output = ()> + Send {
+    let setup = Box::pin(setup(ws, state, req));
+    async move {
+        if let Some(conn) = setup.await {
+            run(conn).await;
+        }
+    }
+}
+
+/// An open connection's owned state.
+struct Open {
+    ws: WebSocket,
+    state: GatewayState,
+    live: Live,
+}
+
+/// Handshake and registration; hands the socket over once the first frame is out.
+async fn setup(mut ws: WebSocket, state: GatewayState, req: ConnectRequest) -> Option<Box<Open>> {
+    let connected = handshake_phase(&mut ws, &state, req).await?;
+    let conn_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let span = tracing::info_span!("conn", conn_id = %conn_id, user_id = %connected.user.id);
+    let live = start(&mut ws, &state, connected, conn_id, span.clone())
+        .instrument(span)
+        .await?;
+    Some(Box::new(Open { ws, state, live }))
+}
+
+/// The idle life of a connection, then its unregistration.
+async fn run(mut conn: Box<Open>) {
+    let Open { ws, state, live } = &mut *conn;
+    let span = live.span.clone();
+    pump(ws, state, &live.handle).instrument(span).await;
+    let Open { ws, state, live } = *conn;
+    drop(ws);
+    let span = live.span.clone();
+    let finishing = Box::pin(finish(&state, live).instrument(span));
+    finishing.await;
+}
+
+/// Obtains the connect data, authenticates and applies connectUser; refuses on failure.
+async fn handshake_phase(
+    ws: &mut WebSocket,
+    state: &GatewayState,
+    mut req: ConnectRequest,
+) -> Option<Connected> {
+    let limits = &state.limits;
     let write_timeout = limits.write_timeout;
     if state.svc.hub().is_full() {
         metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
-        close(
-            &mut ws,
-            &CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full"),
-            write_timeout,
-        )
-        .await;
-        return;
+        let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
+        close(ws, &order, write_timeout).await;
+        return None;
     }
     let handshake = async {
         if req.awaits_frame() {
@@ -98,12 +147,12 @@ pub async fn serve(mut ws: WebSocket, state: GatewayState, mut req: ConnectReque
                     Some(Ok(Message::Text(t))) => break t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
-                        close(&mut ws, &binary_close(), write_timeout).await;
+                        close(ws, &binary_close(), write_timeout).await;
                         return Err(None);
                     }
                     Some(Err(e)) => {
                         if let Some(order) = read_error_close(&e) {
-                            close(&mut ws, &order, write_timeout).await;
+                            close(ws, &order, write_timeout).await;
                         }
                         return Err(None);
                     }
@@ -116,25 +165,41 @@ pub async fn serve(mut ws: WebSocket, state: GatewayState, mut req: ConnectReque
             .await
             .map_err(Some)
     };
-    let connected = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(Some(e))) => return refuse(&mut ws, &e, write_timeout).await,
-        Ok(Err(None)) => return,
+    let result = tokio::time::timeout(limits.handshake_timeout, handshake).await;
+    match result {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(Some(e))) => {
+            refuse(ws, &e, write_timeout).await;
+            None
+        }
+        Ok(Err(None)) => None,
         Err(_) => {
             let e = ApiError::new(
                 ErrorCode::RequestTimeout,
                 "connect data did not arrive in time",
             );
-            return refuse(&mut ws, &e, write_timeout).await;
+            refuse(ws, &e, write_timeout).await;
+            None
         }
-    };
-    let conn_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let span = tracing::info_span!("conn", conn_id = %conn_id, user_id = %connected.user.id);
-    run(ws, state, connected, conn_id).instrument(span).await
+    }
 }
 
-async fn run(mut ws: WebSocket, state: GatewayState, connected: Connected, conn_id: Arc<str>) {
-    let hub = state.svc.hub().clone();
+/// What an open connection keeps for its disconnect: the hub handle and presence facts.
+struct Live {
+    handle: Arc<ConnHandle>,
+    invisible: bool,
+    span: tracing::Span,
+}
+
+/// Registers the connection, sends the first frame and announces presence.
+async fn start(
+    ws: &mut WebSocket,
+    state: &GatewayState,
+    connected: Connected,
+    conn_id: Arc<str>,
+    span: tracing::Span,
+) -> Option<Live> {
+    let hub = state.svc.hub();
     let write_timeout = state.limits.write_timeout;
     let Connected {
         user,
@@ -157,15 +222,22 @@ async fn run(mut ws: WebSocket, state: GatewayState, connected: Connected, conn_
                 ErrorCode::TooManyConnections,
                 format!("user {} has too many connections", user.id),
             );
-            return refuse(&mut ws, &e, write_timeout).await;
+            refuse(ws, &e, write_timeout).await;
+            return None;
         }
         Err(RegisterError::TotalLimit) => {
             metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
-            return close(&mut ws, &order, write_timeout).await;
+            close(ws, &order, write_timeout).await;
+            return None;
         }
     };
     metrics::counter!("gateway_connects_accepted").increment(1);
+    let live = Live {
+        handle,
+        invisible: user.invisible,
+        span,
+    };
     let now = Timestamp::now();
     let mut me = user.to_me(true);
     me.insert("last_active".into(), Value::String(now.to_wire()));
@@ -177,71 +249,105 @@ async fn run(mut ws: WebSocket, state: GatewayState, connected: Connected, conn_
         "me": me,
     })
     .to_string();
-    let sent = send_text(&mut ws, first_frame, write_timeout).await;
-    if sent && !anonymous {
+    if !send_text(ws, first_frame, write_timeout).await {
+        let finishing = Box::pin(finish(state, live));
+        finishing.await;
+        return None;
+    }
+    if !anonymous {
         if first {
-            let mut online = user.clone();
+            let mut online = user;
             online.last_active = Some(now);
             hub.presence_changed(&online, true);
         }
-        state.svc.touch_last_active(&user.id, now).await;
+        state.svc.touch_last_active(&live.handle.user_id, now).await;
     }
     tracing::debug!("connected");
-    if sent {
-        pump(&mut ws, &state, &handle).await;
-    }
-    let last = hub.unregister(&handle);
-    if last && !anonymous {
+    Some(live)
+}
+
+/// Unregisters the connection; the user's last one records `last_active` and goes offline.
+async fn finish(state: &GatewayState, live: Live) {
+    let hub = state.svc.hub();
+    let last = hub.unregister(&live.handle);
+    if last && !live.handle.anonymous {
         let now = Timestamp::now();
-        state.svc.touch_last_active(&user.id, now).await;
-        let mut offline = user;
-        offline.last_active = Some(now);
-        hub.presence_changed(&offline, false);
+        let id = &live.handle.user_id;
+        state.svc.touch_last_active(id, now).await;
+        if !live.invisible {
+            hub.presence_offline(id, now);
+        }
     }
     tracing::debug!("disconnected");
 }
 
 /// The connection's loop: client frames in, queued frames out, until either side closes.
 async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>) {
-    let write_timeout = state.limits.write_timeout;
     loop {
-        tokio::select! {
-            msg = ws.recv() => {
-                let msg = match msg {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(e)) => {
-                        if let Some(order) = read_error_close(&e) {
-                            close(ws, &order, write_timeout).await;
-                        }
-                        return;
+        // Only the two wake-up futures live in the idle state; handling a wake-up runs in a
+        // boxed future that exists just while it works.
+        let wake = tokio::select! {
+            msg = ws.recv() => Wake::Frame(msg),
+            _ = handle.notified() => Wake::Queued,
+        };
+        let reacting = Box::pin(react(ws, state, handle, wake));
+        if !reacting.await {
+            return;
+        }
+    }
+}
+
+/// Why the connection's loop woke up.
+enum Wake {
+    /// The client sent something (or the socket ended).
+    Frame(Option<Result<Message, axum::Error>>),
+    /// The hub queued frames or a close order.
+    Queued,
+}
+
+/// Handles one wake-up; `false` ends the connection.
+async fn react(ws: &mut WebSocket, state: &GatewayState, handle: &ConnHandle, wake: Wake) -> bool {
+    let write_timeout = state.limits.write_timeout;
+    match wake {
+        Wake::Frame(msg) => {
+            let msg = match msg {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    if let Some(order) = read_error_close(&e) {
+                        close(ws, &order, write_timeout).await;
                     }
-                    None => return,
-                };
-                handle.last_seen.store(state.clock.now_secs(), Ordering::Relaxed);
-                match msg {
-                    Message::Text(text) => {
-                        if is_health_check(text.as_str())
-                            && !send_text(ws, health_frame(&handle.conn_id), write_timeout).await
-                        {
-                            return;
-                        }
-                    }
-                    Message::Binary(_) => return close(ws, &binary_close(), write_timeout).await,
-                    Message::Close(_) => return,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    return false;
+                }
+                None => return false,
+            };
+            handle
+                .last_seen
+                .store(state.clock.now_secs(), Ordering::Relaxed);
+            match msg {
+                Message::Text(text) => {
+                    !is_health_check(text.as_str())
+                        || send_text(ws, health_frame(&handle.conn_id), write_timeout).await
+                }
+                Message::Binary(_) => {
+                    close(ws, &binary_close(), write_timeout).await;
+                    false
+                }
+                Message::Close(_) => false,
+                Message::Ping(_) | Message::Pong(_) => true,
+            }
+        }
+        Wake::Queued => {
+            let (frames, order) = handle.drain();
+            for f in frames {
+                if !send_text(ws, f.to_string(), write_timeout).await {
+                    return false;
                 }
             }
-            _ = handle.notified() => {
-                let (frames, order) = handle.drain();
-                for f in frames {
-                    if !send_text(ws, f.to_string(), write_timeout).await {
-                        return;
-                    }
-                }
-                if let Some(order) = order {
-                    return close(ws, &order, write_timeout).await;
-                }
+            if let Some(order) = order {
+                close(ws, &order, write_timeout).await;
+                return false;
             }
+            true
         }
     }
 }

@@ -141,7 +141,14 @@ async fn connect(
         .max_write_buffer_size(l.max_write_buffer)
         .max_frame_size(l.max_frame)
         .max_message_size(l.max_message)
-        .on_upgrade(move |socket| { let f = connection::serve(socket, state, req); eprintln!("SERVE FUT {}", std::mem::size_of_val(&f)); f })
+        // axum keeps the callback for the connection's whole life: hand it one pointer.
+        .on_upgrade({
+            let ctx = Box::new((state, req));
+            move |socket| {
+                let (state, req) = *ctx;
+                connection::serve(socket, state, req)
+            }
+        })
 }
 
 /// Sends every connection a server `health.check` each `interval` and closes those silent

@@ -258,6 +258,13 @@ impl Hub {
         }
     }
 
+    /// The user's last connection closed: presence goes offline.
+    pub fn presence_offline(&self, user_id: &str, at: Timestamp) {
+        let mut user = User::new(user_id, at);
+        user.last_active = Some(at);
+        self.presence_changed(&user, false);
+    }
+
     /// Closes every connection with 1001 (shutdown).
     pub fn close_all(&self, reason: &str) {
         for entry in self.by_user.iter() {

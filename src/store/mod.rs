@@ -8,6 +8,7 @@
 //! was read) are evaluated inside that call, so a shared backend serving several gateway nodes
 //! can enforce them the same way.
 
+pub mod group_commit;
 pub mod sled_store;
 
 use async_trait::async_trait;

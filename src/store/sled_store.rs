@@ -14,17 +14,17 @@
 //!
 //! A batch is one sled transaction over the user, username and tombstone trees (sled runs
 //! transactions under its global concurrency lock, so they are serialisable), followed by a
-//! flush; concurrent writers share flushes.
+//! flush through the group-commit thread, so concurrent writers share flushes.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+use super::group_commit::GroupCommit;
 use super::{Expect, NameScope, Store, StoreError, StoredUser, Task, UserChange};
 use crate::protocol::Timestamp;
 use crate::users::model::User;
@@ -44,6 +44,7 @@ pub struct SledStore {
 
 struct Inner {
     db: sled::Db,
+    flusher: GroupCommit,
     users: sled::Tree,
     names: sled::Tree,
     tombstones: sled::Tree,
@@ -102,6 +103,7 @@ impl SledStore {
             settings: tree("settings")?,
             tasks: tree("taskid_task")?,
             exports: tree("exportid_export")?,
+            flusher: GroupCommit::start(db.clone()).map_err(backend)?,
             db,
         };
         inner.db.flush().map_err(backend)?;
@@ -111,10 +113,11 @@ impl SledStore {
     }
 
     async fn durable(&self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        self.inner.db.flush_async().await.map_err(backend)?;
-        metrics::histogram!("store_flush_seconds").record(started.elapsed().as_secs_f64());
-        Ok(())
+        self.inner
+            .flusher
+            .flush()
+            .await
+            .map_err(StoreError::Backend)
     }
 
     fn decode_user(&self, bytes: &[u8]) -> Result<StoredUser, StoreError> {
