@@ -332,7 +332,13 @@ async fn react(ws: &mut WebSocket, state: &GatewayState, handle: &ConnHandle, wa
                     close(ws, &binary_close(), write_timeout).await;
                     false
                 }
-                Message::Close(_) => false,
+                Message::Close(_) => {
+                    // tungstenite queued the close reply; flush it so the client sees a
+                    // clean close instead of 1006.
+                    let flush = futures_util::SinkExt::flush(ws);
+                    let _ = tokio::time::timeout(write_timeout, flush).await;
+                    false
+                }
                 Message::Ping(_) | Message::Pong(_) => true,
             }
         }

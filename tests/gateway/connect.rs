@@ -422,3 +422,29 @@ async fn a_silent_handshake_is_refused_after_the_deadline() {
     expect_refusal(&url, 23).await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_new_users_all_connect() {
+    // Each new user is a durable write; 200 at once once deadlocked the store's flushes.
+    let s = TestServer::start().await;
+    let mut joins = Vec::new();
+    for i in 0..200 {
+        let api = s.api().clone();
+        joins.push(tokio::spawn(async move {
+            let id = format!("burst-{i}-{}", uuid::Uuid::new_v4().simple());
+            let (sock, frame) = ws::connect_user(&api, &id, json!({"id": id, "n": i})).await;
+            assert_eq!(frame["me"]["n"], i);
+            sock
+        }));
+    }
+    let all = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(joins),
+    )
+    .await
+    .expect("200 concurrent connects finish");
+    assert_eq!(all.into_iter().filter(|r| r.is_ok()).count(), 200);
+    let (status, _, _) = s.admin(Method::GET, "/app", None).await;
+    assert_eq!(status, 200, "the admin listener still answers");
+    s.stop().await;
+}

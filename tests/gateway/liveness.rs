@@ -95,3 +95,26 @@ async fn shutdown_closes_sockets_with_1001() {
     }
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let s = TestServer::start().await;
+    let id = uid("closer");
+    let (mut sock, _) = ws::connect_user(&s, &id, json!({"id": id})).await;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let reason = "Manually closed connection by calling client.disconnect()";
+    sock.send(tokio_tungstenite::tungstenite::Message::Close(Some(
+        CloseFrame {
+            code: 1000.into(),
+            reason: reason.into(),
+        },
+    )))
+    .await
+    .unwrap();
+    match next(&mut sock, Duration::from_secs(5)).await {
+        Next::Closed(code, _) => assert_eq!(code, 1000),
+        other => panic!("expected the server's close reply, got {other:?}"),
+    }
+    s.stop().await;
+}
