@@ -14,30 +14,46 @@ use tokio::sync::oneshot;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
-/// Handle to the flusher thread; the thread ends when the last handle is dropped.
+/// Handle to the flusher thread; dropping it stops the thread and waits for it, so the
+/// database is closed (and its directory lock released) when the store is dropped.
 pub struct GroupCommit {
-    tx: mpsc::Sender<Waiter>,
+    tx: Option<mpsc::Sender<Waiter>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
     /// Starts the flusher thread for `db`.
     pub fn start(db: sled::Db) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || run(db, rx))?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Returns once everything written before the call is on disk.
     pub async fn flush(&self) -> Result<(), String> {
         let (done_tx, done_rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or_else(|| "the flusher thread has stopped".to_owned())?
             .send(done_tx)
             .map_err(|_| "the flusher thread has stopped".to_owned())?;
         done_rx
             .await
             .map_err(|_| "the flusher thread has stopped".to_owned())?
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
