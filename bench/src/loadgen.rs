@@ -70,6 +70,10 @@ pub struct ConnectArgs {
     /// Spread the connections over this many child processes.
     #[arg(long, default_value_t = 1)]
     pub procs: usize,
+    /// When a held connection drops, reconnect as an SDK does (backoff from 250 ms with jitter,
+    /// doubling up to 5 s) until it is back or the hold ends.
+    #[arg(long)]
+    pub reconnect: bool,
     /// Include every latency sample in the report (used between parent and children).
     #[arg(long)]
     pub raw: bool,
@@ -95,6 +99,9 @@ impl ConnectArgs {
         ];
         if self.wait_stdin {
             args.push("--wait-stdin".into());
+        }
+        if self.reconnect {
+            args.push("--reconnect".into());
         }
         if self.raw {
             args.push("--raw".into());
@@ -143,6 +150,12 @@ pub struct ConnectReport {
     pub dropped_during_hold: u64,
     /// Text frames received during the hold (server health checks, replies).
     pub frames_during_hold: u64,
+    /// With `--reconnect`: dropped connections that connected again during the hold.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// With `--reconnect`: reconnect attempts that failed (each is retried).
+    #[serde(default)]
+    pub reconnect_failures: u64,
     /// Epoch microseconds of the first attempt.
     pub start_epoch_us: u64,
     /// Epoch microseconds of the last outcome.
@@ -160,6 +173,16 @@ pub struct ConnectReport {
 struct HoldCounters {
     dropped: AtomicU64,
     frames: AtomicU64,
+    reconnects: AtomicU64,
+    reconnect_failures: AtomicU64,
+}
+
+/// What a held connection needs to dial again after a drop (`--reconnect`).
+struct Redial {
+    target: Arc<Target>,
+    request: ConnectRequest,
+    source: Option<IpAddr>,
+    timeout: Duration,
 }
 
 /// Connections that passed the connect phase and are now held open.
@@ -199,6 +222,7 @@ pub async fn connect_phase(args: &ConnectArgs) -> Holding {
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(HoldCounters::default());
     let target = Arc::new(target);
+    let args_reconnect = args.reconnect;
 
     let start = std::time::Instant::now();
     let start_epoch_us = epoch_micros();
@@ -218,6 +242,7 @@ pub async fn connect_phase(args: &ConnectArgs) -> Holding {
                 let outcome_tx = outcome_tx.clone();
                 let stop_rx = stop_rx.clone();
                 let counters = counters.clone();
+                let reconnect = args_reconnect;
                 tokio::spawn(async move {
                     let result = client::connect(&target, &request, source, timeout).await;
                     drop(permit);
@@ -230,9 +255,17 @@ pub async fn connect_phase(args: &ConnectArgs) -> Holding {
                                 })
                                 .await;
                             drop(outcome_tx);
+                            let request_user = request.user_id.clone();
+                            let redial = reconnect.then(|| Redial {
+                                target: target.clone(),
+                                request,
+                                source,
+                                timeout,
+                            });
                             hold_connection(
                                 connected.socket,
-                                &request.user_id,
+                                &request_user,
+                                redial,
                                 stop_rx,
                                 ping,
                                 counters,
@@ -306,6 +339,8 @@ impl Holding {
         // Counters are read before the stop so that closes we cause are not counted as drops.
         self.report.dropped_during_hold = self.counters.dropped.load(Ordering::Relaxed);
         self.report.frames_during_hold = self.counters.frames.load(Ordering::Relaxed);
+        self.report.reconnects = self.counters.reconnects.load(Ordering::Relaxed);
+        self.report.reconnect_failures = self.counters.reconnect_failures.load(Ordering::Relaxed);
         self.report.hold_secs = held.elapsed().as_secs_f64();
         let _ = self.stop_tx.send(true);
         if self.raw {
@@ -348,37 +383,92 @@ async fn stdin_eof() {
 }
 
 /// Keeps one connection open: reads (and counts) frames, optionally pings, until told to stop.
+/// With `redial`, a dropped connection is dialled again until it is back or the hold ends.
 async fn hold_connection(
     mut socket: client::ClientSocket,
     user_id: &str,
+    redial: Option<Redial>,
     mut stop_rx: watch::Receiver<bool>,
     ping: Option<Duration>,
     counters: Arc<HoldCounters>,
 ) {
     let ping_frame = format!(r#"[{{"type":"health.check","client_id":"{user_id}--bench"}}]"#);
+    loop {
+        if !hold_until_drop(&mut socket, &ping_frame, &mut stop_rx, ping, &counters).await {
+            return;
+        }
+        counters.dropped.fetch_add(1, Ordering::Relaxed);
+        let Some(redial) = &redial else { return };
+        match dial_again(redial, &mut stop_rx, &counters).await {
+            Some(again) => socket = again,
+            None => return,
+        }
+    }
+}
+
+/// Reads, pings; returns true when the connection dropped, false when told to stop.
+async fn hold_until_drop(
+    socket: &mut client::ClientSocket,
+    ping_frame: &str,
+    stop_rx: &mut watch::Receiver<bool>,
+    ping: Option<Duration>,
+    counters: &HoldCounters,
+) -> bool {
     let period = ping.unwrap_or(MAX_HOLD);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
-            _ = stop_rx.changed() => break,
+            _ = stop_rx.changed() => return false,
             frame = socket.next() => match frame {
                 Some(Ok(Message::Text(_))) => {
                     counters.frames.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
                 Some(Ok(_)) => {}
             },
             _ = ticker.tick(), if ping.is_some() => {
-                if socket.send(Message::text(ping_frame.clone())).await.is_err() {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                if socket.send(Message::text(ping_frame)).await.is_err() {
+                    return true;
                 }
             }
         }
     }
+}
+
+/// Dials until connected (backoff from 250 ms, jittered per user, doubling up to 5 s); `None`
+/// when told to stop first.
+async fn dial_again(
+    redial: &Redial,
+    stop_rx: &mut watch::Receiver<bool>,
+    counters: &HoldCounters,
+) -> Option<client::ClientSocket> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    redial.request.user_id.hash(&mut hasher);
+    let jitter = hasher.finish();
+    let mut backoff_ms = 250u64;
+    for attempt in 0u64.. {
+        let wait = backoff_ms + (jitter.wrapping_add(attempt) % backoff_ms);
+        tokio::select! {
+            _ = stop_rx.changed() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+        let dialled = tokio::select! {
+            _ = stop_rx.changed() => return None,
+            r = client::connect(&redial.target, &redial.request, redial.source, redial.timeout) => r,
+        };
+        match dialled {
+            Ok(connected) => {
+                counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                return Some(connected.socket);
+            }
+            Err(_) => {
+                counters.reconnect_failures.fetch_add(1, Ordering::Relaxed);
+                backoff_ms = (backoff_ms * 2).min(5000);
+            }
+        }
+    }
+    None
 }
 
 fn rate(count: usize, secs: f64) -> f64 {
@@ -496,6 +586,8 @@ pub fn merge_reports(reports: Vec<ConnectReport>, keep_raw: bool) -> ConnectRepo
         }
         merged.dropped_during_hold += report.dropped_during_hold;
         merged.frames_during_hold += report.frames_during_hold;
+        merged.reconnects += report.reconnects;
+        merged.reconnect_failures += report.reconnect_failures;
         if report.start_epoch_us > 0 {
             merged.start_epoch_us = merged.start_epoch_us.min(report.start_epoch_us);
         }

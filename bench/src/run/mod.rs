@@ -116,6 +116,7 @@ pub fn meta(runs: usize, tiny: bool) -> Meta {
         kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
         runs,
         tiny,
+        loadavg_at_start: read("/proc/loadavg").trim().to_owned(),
     }
 }
 

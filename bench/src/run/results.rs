@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// When, where and on what the figures were taken.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
-    /// RFC 3339 time the scenario finished.
+    /// RFC 3339 time the scenario started.
     pub date: String,
     /// `git describe --always --dirty` of the tree measured.
     pub commit: String,
@@ -22,6 +22,9 @@ pub struct Meta {
     pub runs: usize,
     /// The `--tiny` harness check rather than a real measurement.
     pub tiny: bool,
+    /// `/proc/loadavg` when the scenario started: other load on the machine skews figures.
+    #[serde(default)]
+    pub loadavg_at_start: String,
 }
 
 /// Scenario 1: idle memory per connection.

@@ -164,6 +164,7 @@ impl Ctx {
             wait_stdin: false,
             ping_secs: 0,
             procs: self.procs.min(conns.max(1)),
+            reconnect: false,
             raw: false,
         }
     }
