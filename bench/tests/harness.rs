@@ -40,6 +40,7 @@ fn args(addr: SocketAddr, conns: usize) -> ConnectArgs {
         wait_stdin: false,
         ping_secs: 0,
         procs: 1,
+        reconnect: false,
         raw: true,
     }
 }
