@@ -24,12 +24,17 @@ pub struct BaselineConfig {
     pub secret: String,
     /// Send a server `health.check` on every connection this often (`None`: never).
     pub health_check: Option<Duration>,
+    /// tungstenite's initial read buffer per connection, in bytes.
+    pub read_buffer: usize,
 }
 
-/// The gateway's WebSocket buffers and limits.
-pub fn server_ws_config() -> WebSocketConfig {
+/// The read buffer the benchmark brief fixes for the baseline.
+pub const DEFAULT_READ_BUFFER: usize = 4096;
+
+/// The gateway's WebSocket buffers and limits, with the given initial read buffer.
+pub fn server_ws_config(read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(64 * 1024))
@@ -38,6 +43,7 @@ pub fn server_ws_config() -> WebSocketConfig {
 
 struct Shared {
     verifier: TokenVerifier,
+    read_buffer: usize,
     health_check: Option<Duration>,
     next_id: AtomicU64,
 }
@@ -46,6 +52,7 @@ struct Shared {
 pub async fn run(listener: TcpListener, config: BaselineConfig, shutdown: impl Future) {
     let shared = Arc::new(Shared {
         verifier: TokenVerifier::new(&config.secret),
+        read_buffer: config.read_buffer,
         health_check: config.health_check,
         next_id: AtomicU64::new(1),
     });
@@ -78,9 +85,12 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         query = request.uri().query().map(str::to_owned);
         Ok(response)
     };
-    let Ok(mut socket) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(server_ws_config()))
-            .await
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(server_ws_config(shared.read_buffer)),
+    )
+    .await
     else {
         return;
     };

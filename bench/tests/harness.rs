@@ -17,6 +17,7 @@ async fn start_baseline(
     let config = BaselineConfig {
         secret: "s3cret".into(),
         health_check,
+        read_buffer: 4096,
     };
     tokio::spawn(run(listener, config, async move {
         let _ = stop_rx.await;

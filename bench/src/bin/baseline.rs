@@ -17,6 +17,9 @@ struct Cli {
     /// Send a server health.check on each connection this often (0: never).
     #[arg(long, default_value_t = 30)]
     health_check_secs: u64,
+    /// Initial WebSocket read buffer per connection, bytes.
+    #[arg(long, default_value_t = chat_gateway_bench::baseline::DEFAULT_READ_BUFFER)]
+    read_buffer: usize,
 }
 
 #[tokio::main]
@@ -26,6 +29,7 @@ async fn main() -> std::io::Result<()> {
     eprintln!("baseline listening on {}", listener.local_addr()?);
     let config = BaselineConfig {
         secret: cli.secret,
+        read_buffer: cli.read_buffer,
         health_check: (cli.health_check_secs > 0)
             .then(|| Duration::from_secs(cli.health_check_secs)),
     };

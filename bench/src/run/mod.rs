@@ -72,6 +72,9 @@ pub struct RunArgs {
     /// App API secret given to the servers.
     #[arg(long, default_value = "bench-secret")]
     pub secret: String,
+    /// The baseline's initial WebSocket read buffer per connection, bytes.
+    #[arg(long, default_value_t = crate::baseline::DEFAULT_READ_BUFFER)]
+    pub baseline_read_buffer: usize,
     /// How sledbase makes writes durable: async (concurrent flush_async), serial, blocking.
     #[arg(long, default_value = "async")]
     pub sled_flush: String,
@@ -117,6 +120,7 @@ pub fn meta(runs: usize, tiny: bool) -> Meta {
         runs,
         tiny,
         loadavg_at_start: read("/proc/loadavg").trim().to_owned(),
+        baseline_read_buffer: 0,
     }
 }
 
@@ -234,11 +238,23 @@ pub async fn run(args: RunArgs) -> i32 {
                 }
             })
             .collect();
+        // Measure one binary throughout, even if the tree is rebuilt while the runs go on.
+        let gateway_src = args
+            .gateway_bin
+            .clone()
+            .unwrap_or_else(|| bin_dir.join("chat-gateway"));
+        let gateway_bin = args.work_dir.join("chat-gateway-under-test");
+        if servers.contains(&Kind::Gateway) {
+            let copied = std::fs::create_dir_all(&args.work_dir)
+                .and_then(|_| std::fs::copy(&gateway_src, &gateway_bin));
+            if let Err(e) = copied {
+                eprintln!("[benchrun] cannot copy {}: {e}", gateway_src.display());
+                return 1;
+            }
+        }
         let env = ServerEnv {
-            gateway_bin: args
-                .gateway_bin
-                .clone()
-                .unwrap_or_else(|| bin_dir.join("chat-gateway")),
+            gateway_bin,
+            baseline_read_buffer: args.baseline_read_buffer,
             baseline_bin: bin_dir.join("baseline"),
             work_dir: args.work_dir.clone(),
             api_key: args.api_key.clone(),
@@ -270,6 +286,7 @@ pub async fn run(args: RunArgs) -> i32 {
             .filter(|s| args.scenarios.iter().any(|a| a.trim() == **s))
         {
             ctx.meta = meta(runs, tiny);
+            ctx.meta.baseline_read_buffer = args.baseline_read_buffer;
             eprintln!("[benchrun] scenario {scenario}");
             ran.push(*scenario);
             let saved = match *scenario {

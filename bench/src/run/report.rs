@@ -75,10 +75,12 @@ fn ratio(a: f64, b: f64) -> String {
 
 fn meta_line(meta: &Meta) -> String {
     format!(
-        "Measured {} on commit `{}`, {} run(s) per configuration{}.",
+        "Measured {} on commit `{}`, {} run(s) per configuration, baseline read buffer {} B, load average at start {}{}.",
         meta.date,
         meta.commit,
         meta.runs,
+        meta.baseline_read_buffer,
+        meta.loadavg_at_start.split_whitespace().next().unwrap_or("?"),
         if meta.tiny {
             " (**--tiny harness check, not a measurement**)"
         } else {

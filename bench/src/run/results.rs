@@ -25,6 +25,9 @@ pub struct Meta {
     /// `/proc/loadavg` when the scenario started: other load on the machine skews figures.
     #[serde(default)]
     pub loadavg_at_start: String,
+    /// The baseline's initial WebSocket read buffer, bytes.
+    #[serde(default)]
+    pub baseline_read_buffer: usize,
 }
 
 /// Scenario 1: idle memory per connection.

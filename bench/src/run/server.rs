@@ -41,6 +41,8 @@ pub struct ServerEnv {
     pub secret: String,
     /// `CHAT_GATEWAY_LIMITS__MAX_CONNECTIONS`.
     pub max_connections: usize,
+    /// The baseline's initial WebSocket read buffer, bytes.
+    pub baseline_read_buffer: usize,
 }
 
 /// A running server process.
@@ -111,7 +113,8 @@ impl Server {
                 let mut c = Command::new(&env.baseline_bin);
                 c.arg(format!("--addr={public}"))
                     .arg(format!("--secret={}", env.secret))
-                    .arg(format!("--health-check-secs={health_check_secs}"));
+                    .arg(format!("--health-check-secs={health_check_secs}"))
+                    .arg(format!("--read-buffer={}", env.baseline_read_buffer));
                 (c, None, None)
             }
         };
