@@ -148,6 +148,8 @@ burst() {
   loadgen_wait_ready b
   echo "connect phase over after $((SECONDS - started)) s"
   wait "$sampler"
+  echo "-- the gateway's counters (refusals by code; overload = close 1013 before the first frame)"
+  curl -s "http://$ADMIN/metrics" | grep -E '^gateway_(connects|accept)' | tee "$work/counters.txt"
   echo "-- accept errors logged while saturated: $(grep -c 'accept failed' "$work/gateway.log" || true)"
   echo "-- budget waits logged: $(grep -c 'descriptor budget' "$work/gateway.log" || true)"
   echo "-- loadgen report"
@@ -167,6 +169,8 @@ storm() {
   start_gateway "$work/data" "$work/gateway.log"
   loadgen_connect "$STORM_CONNS" s --reconnect
   loadgen_wait_ready s
+  local held
+  held=$(grep '^READY' "$work/loadgen-s.out" | sed 's/^READY //' | jq .connected)
   echo "-- stopping the gateway (SIGTERM)"
   local stop_started=$SECONDS
   stop_gateway
@@ -180,10 +184,10 @@ storm() {
   for _ in $(seq 600); do
     live=$(live_connections)
     [ "$live" = "?" ] && live=0
-    [ "${live%.*}" -ge "$STORM_CONNS" ] && break
+    [ "${live%.*}" -ge "$held" ] && break
     sleep 0.1
   done
-  echo "-- $live live connections $(echo "$(date +%s.%N) - $t0" | bc) s after the restart"
+  echo "-- $live of $held live again $(echo "$(date +%s.%N) - $t0" | bc) s after the restart"
   wait "$sampler"
   loadgen_finish s "$work/report.json"
   stop_gateway

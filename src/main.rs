@@ -84,6 +84,20 @@ fn token(
     ExitCode::SUCCESS
 }
 
+/// Binds a listener with a deep accept queue: a burst of connects then waits in the kernel
+/// rather than having its handshakes dropped and retried seconds later (tokio's `bind` asks
+/// for 1024; the kernel caps the request at `net.core.somaxconn`).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
+}
+
 fn serve(config: Config) -> ExitCode {
     telemetry::init_tracing(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -106,8 +120,8 @@ fn serve(config: Config) -> ExitCode {
         } else {
             tracing::info!(api_key = %api_key, "using configured API key");
         }
-        let public = tokio::net::TcpListener::bind(config.public_addr).await?;
-        let admin = tokio::net::TcpListener::bind(config.admin_addr).await?;
+        let public = listen(config.public_addr)?;
+        let admin = listen(config.admin_addr)?;
         app::run(
             config,
             api_key,
