@@ -70,6 +70,9 @@ pub struct SledReport {
     pub partial: Throughput,
     /// The first failure in full, if any.
     pub first_error: Option<String>,
+    /// CPU time (utime + stime) of this process over both workloads, s.
+    #[serde(default)]
+    pub cpu_secs: f64,
 }
 
 struct Trees {
@@ -182,6 +185,8 @@ pub async fn run_sledbase(args: &SledArgs) -> Result<SledReport, sled::Error> {
         flush: args.flush,
         flush_lock: tokio::sync::Mutex::new(()),
     });
+    let own_pid = std::process::id();
+    let ticks_before = crate::procfs::cpu_ticks(own_pid).unwrap_or(0);
     let batch = args.batch.max(1);
     let total = args.users;
     let batches = total.div_ceil(batch);
@@ -239,5 +244,9 @@ pub async fn run_sledbase(args: &SledArgs) -> Result<SledReport, sled::Error> {
         upsert: Throughput::new(ok, failed, (ok * batch).min(total), secs, &mut lat),
         partial: Throughput::new(pok, pfailed, pok, psecs, &mut plat),
         first_error: err_a.or(err_b),
+        cpu_secs: crate::procfs::cpu_ticks(own_pid)
+            .unwrap_or(0)
+            .saturating_sub(ticks_before) as f64
+            / crate::procfs::clock_ticks_per_sec() as f64,
     })
 }

@@ -206,9 +206,9 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
             );
             let _ = writeln!(
                 w,
-                "| pass | gateway conn/s | baseline conn/s | gateway/baseline | gateway p50 / p99 (ms) | baseline p50 / p99 (ms) | failed (g / b) |"
+                "| pass | gateway conn/s | baseline conn/s | gateway/baseline | gateway p50 / p99 (ms) | baseline p50 / p99 (ms) | server CPU µs/conn (g / b) | failed (g / b) |"
             );
-            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
             for pass in ["new", "returning"] {
                 let find = |s: &str| r.summary.iter().find(|x| x.server == s && x.pass == pass);
                 let (g, b) = (find("gateway"), find("baseline"));
@@ -289,7 +289,13 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
                 num(f(s, |x| x.partial_p99_ms), 2),
             );
             let failed: usize = r.summary.iter().map(|x| x.failed).sum();
-            let _ = writeln!(w, "\nFailed requests over all runs: {failed}.\n");
+            let _ = writeln!(
+                w,
+                "\nCPU time of the writing process over a whole run (upserts + partial updates): gateway {} s, sledbase {} s. \
+                 Failed requests over all runs: {failed}.\n",
+                num(f(g, |x| x.cpu_secs), 2),
+                num(f(s, |x| x.cpu_secs), 2)
+            );
         }
     }
 

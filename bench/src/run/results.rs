@@ -127,6 +127,9 @@ pub struct ConnectRun {
     pub p50_ms: f64,
     /// Upgrade → first frame, 99th percentile, ms.
     pub p99_ms: f64,
+    /// Server CPU time (utime + stime) during the pass per connection, µs.
+    #[serde(default)]
+    pub server_cpu_us_per_conn: f64,
 }
 
 /// Medians of the connect passes for one server and pass.
@@ -144,6 +147,9 @@ pub struct ConnectSummary {
     pub p50_ms: f64,
     /// Median of the per-run p99, ms.
     pub p99_ms: f64,
+    /// Median server CPU per connection, µs.
+    #[serde(default)]
+    pub server_cpu_us_per_conn: f64,
     /// Failed attempts over all runs.
     pub failed: usize,
 }
@@ -193,6 +199,9 @@ pub struct AdminRun {
     pub failed: usize,
     /// The first failure, if any.
     pub first_error: Option<String>,
+    /// CPU time of the process doing the writes (gateway server, or sledbase), s.
+    #[serde(default)]
+    pub cpu_secs: f64,
 }
 
 /// Medians of the admin-write runs for one target.
@@ -214,6 +223,9 @@ pub struct AdminSummary {
     pub partial_p50_ms: f64,
     /// Median of per-run p99, ms.
     pub partial_p99_ms: f64,
+    /// Median CPU time of the writing process over the whole workload, s.
+    #[serde(default)]
+    pub cpu_secs: f64,
     /// Failures over all runs.
     pub failed: usize,
 }

@@ -256,15 +256,19 @@ async fn one_connect_pass(
     let args = ctx.connect_args(server, ctx.sizes.connect, "c");
     let mut cmd = vec!["connect".to_owned()];
     cmd.extend(args.to_args());
+    let ticks_before = server.cpu_ticks();
     let report: ConnectReport = run_json(&ctx.loadgen, &cmd).await?;
+    // Server CPU per connect: its own utime + stime, so other load on the machine barely moves it.
+    let cpu_us = (server.cpu_ticks() - ticks_before) as f64 * 1e6 / clock_ticks_per_sec() as f64;
     progress(format!(
-        "connect {} {pass} run {run}: {} open, {} failed, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        "connect {} {pass} run {run}: {} open, {} failed, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.0} µs/conn",
         server.kind.name(),
         report.connected,
         report.failed,
         report.connect_rate_per_s,
         report.upgrade_latency.p50_ms,
-        report.upgrade_latency.p99_ms
+        report.upgrade_latency.p99_ms,
+        cpu_us / report.connected.max(1) as f64
     ));
     Ok(ConnectRun {
         server: server.kind.name().into(),
@@ -277,6 +281,7 @@ async fn one_connect_pass(
         rate_per_s: report.connect_rate_per_s,
         p50_ms: report.upgrade_latency.p50_ms,
         p99_ms: report.upgrade_latency.p99_ms,
+        server_cpu_us_per_conn: cpu_us / report.connected.max(1) as f64,
     })
 }
 
@@ -313,6 +318,7 @@ pub async fn connect_rate(ctx: &Ctx) -> Result<ConnectResults, String> {
                 rate_per_s: med(|r| r.rate_per_s),
                 p50_ms: med(|r| r.p50_ms),
                 p99_ms: med(|r| r.p99_ms),
+                server_cpu_us_per_conn: med(|r| r.server_cpu_us_per_conn),
                 failed: these.iter().map(|r| r.failed).sum(),
             });
         }
@@ -344,7 +350,10 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
                 format!("--concurrency={}", s.admin_concurrency),
                 format!("--partial={}", s.admin_partial),
             ];
+            let ticks_before = server.cpu_ticks();
             let report: AdminReport = run_json(&ctx.loadgen, &args).await?;
+            let server_cpu_secs =
+                (server.cpu_ticks() - ticks_before) as f64 / clock_ticks_per_sec() as f64;
             server.stop().await;
             runs.push(AdminRun {
                 target: "gateway".into(),
@@ -357,6 +366,7 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
                 partial_p99_ms: report.partial.latency.p99_ms,
                 failed: report.upsert.failed + report.partial.failed,
                 first_error: report.first_error,
+                cpu_secs: server_cpu_secs,
             });
         }
         let dir = ctx.env.work_dir.join(format!("sledbase-{run}"));
@@ -370,6 +380,7 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
             format!("--flush={}", s.sled_flush),
         ];
         let report: SledReport = run_json(&ctx.sledbase, &args).await?;
+        let sled_cpu_secs = report.cpu_secs;
         let _ = std::fs::remove_dir_all(&dir);
         runs.push(AdminRun {
             target: "sledbase".into(),
@@ -382,6 +393,7 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
             partial_p99_ms: report.partial.latency.p99_ms,
             failed: report.upsert.failed + report.partial.failed,
             first_error: report.first_error,
+            cpu_secs: sled_cpu_secs,
         });
         for r in runs.iter().filter(|r| r.run == run) {
             progress(format!(
@@ -406,6 +418,7 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
             partial_per_s: med(|r| r.partial_per_s),
             partial_p50_ms: med(|r| r.partial_p50_ms),
             partial_p99_ms: med(|r| r.partial_p99_ms),
+            cpu_secs: med(|r| r.cpu_secs),
             failed: these.iter().map(|r| r.failed).sum(),
         });
     }
