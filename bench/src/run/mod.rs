@@ -51,7 +51,7 @@ pub struct RunArgs {
     /// Where the JSON results (and the SVG) go (default bench/results, or target/bench-tiny).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// The markdown report (default BENCHMARKS.md, or <out-dir>/BENCHMARKS.md with --tiny).
+    /// The markdown report (default BENCHMARKS.md; <out-dir>/BENCHMARKS.md with --tiny or --out-dir).
     #[arg(long)]
     pub doc: Option<PathBuf>,
     /// Scratch space for data directories and server logs.
@@ -210,8 +210,9 @@ pub async fn run(args: RunArgs) -> i32 {
             "bench/results"
         })
     });
+    // The root BENCHMARKS.md only describes the default results directory.
     let doc = args.doc.clone().unwrap_or_else(|| {
-        if tiny {
+        if tiny || args.out_dir.is_some() {
             out_dir.join("BENCHMARKS.md")
         } else {
             PathBuf::from("BENCHMARKS.md")

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 pub struct AllResults {
     /// Scenario 1.
     pub memory: Option<MemoryResults>,
+    /// Scenario 1 again for the baseline with a 128-byte read buffer (optional supplement).
+    pub memory_extra: Option<MemoryResults>,
     /// Scenario 2.
     pub connect: Option<ConnectResults>,
     /// Scenario 3.
@@ -28,6 +30,10 @@ pub const FILES: [&str; 5] = [
     "cpu.json",
 ];
 
+/// A supplementary baseline run (`--baseline-read-buffer 128 --out-dir <out>/<this>`), drawn too.
+pub const EXTRA_BASELINE_DIR: &str = "baseline-read-buffer-128";
+const EXTRA_BASELINE_LABEL: &str = "128 B read buffer";
+
 /// Name of the RSS picture under the output directory.
 pub const SVG: &str = "rss-vs-connections.svg";
 
@@ -41,6 +47,7 @@ impl AllResults {
     pub fn load(dir: &Path) -> Self {
         Self {
             memory: load(dir, FILES[0]),
+            memory_extra: load(&dir.join(EXTRA_BASELINE_DIR), FILES[0]),
             connect: load(dir, FILES[1]),
             admin: load(dir, FILES[2]),
             events: load(dir, FILES[3]),
@@ -181,6 +188,33 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
                     rss(g),
                     rss(b)
                 );
+            }
+            if let Some(extra) = &all.memory_extra {
+                let _ = writeln!(
+                    w,
+                    "\nSupplement: the baseline again with a 128-byte initial read buffer (the gateway's own \
+                     default) instead of 4 KiB — `scripts/bench.sh --servers baseline --scenarios memory \
+                     --baseline-read-buffer 128 --out-dir bench/results/{EXTRA_BASELINE_DIR}`. {}\n",
+                    meta_line(&extra.meta)
+                );
+                let _ = writeln!(
+                    w,
+                    "| connections | baseline (128 B) bytes/conn | gateway/baseline (128 B) |"
+                );
+                let _ = writeln!(w, "|---:|---:|---:|");
+                for &n in &extra.sizes {
+                    let b = extra
+                        .summary
+                        .iter()
+                        .find(|x| x.server == "baseline" && x.conns == n)
+                        .map_or(f64::NAN, |x| x.bytes_per_conn);
+                    let g = r
+                        .summary
+                        .iter()
+                        .find(|x| x.server == "gateway" && x.conns == n)
+                        .map_or(f64::NAN, |x| x.bytes_per_conn);
+                    let _ = writeln!(w, "| {n} | {} | {} |", num(b, 0), ratio(g, b));
+                }
             }
             let _ = writeln!(w, "\n![RSS vs connections]({svg_link})\n");
         }
@@ -410,17 +444,34 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
 /// One line of the picture: server name, colour, (connections, MiB) points.
 type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
-/// The RSS-vs-connections picture: one line per server through (0, RSS before) and each size.
-pub fn svg(memory: &MemoryResults) -> String {
-    let (width, height) = (720.0, 420.0);
-    let (left, right, top, bottom) = (70.0, 150.0, 40.0, 50.0);
+/// The RSS-vs-connections picture: one line per server through (0, RSS before) and each size,
+/// plus any `extras` (label, results) — e.g. the baseline measured with another read buffer.
+pub fn svg(memory: &MemoryResults, extras: &[(&str, &MemoryResults)]) -> String {
+    let (width, height) = (760.0, 420.0);
+    let (left, right, top, bottom) = (70.0, 90.0, 40.0, 50.0);
     let plot_w = width - left - right;
     let plot_h = height - top - bottom;
-    let series: Vec<Series> = [("gateway", "#d62728"), ("baseline", "#1f77b4")]
-        .into_iter()
-        .filter_map(|(name, color)| {
-            let rows: Vec<&MemorySummary> =
-                memory.summary.iter().filter(|s| s.server == name).collect();
+    let colors = ["#2ca02c", "#9467bd", "#ff7f0e"];
+    let mut sources: Vec<(String, &str, &str, &MemoryResults)> = vec![
+        ("gateway".into(), "gateway", "#d62728", memory),
+        ("baseline".into(), "baseline", "#1f77b4", memory),
+    ];
+    for (i, (label, extra)) in extras.iter().enumerate() {
+        for server in ["gateway", "baseline"] {
+            if extra.summary.iter().any(|s| s.server == server) {
+                let color = colors[i % colors.len()];
+                sources.push((format!("{server} ({label})"), server, color, extra));
+            }
+        }
+    }
+    let series: Vec<Series> = sources
+        .iter()
+        .filter_map(|(name, server, color, results)| {
+            let rows: Vec<&MemorySummary> = results
+                .summary
+                .iter()
+                .filter(|s| s.server == *server)
+                .collect();
             if rows.is_empty() {
                 return None;
             }
@@ -433,13 +484,15 @@ pub fn svg(memory: &MemoryResults) -> String {
             );
             pts.retain(|p| p.1.is_finite());
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Some((name, color, pts))
+            Some((name.as_str(), *color, pts))
         })
         .collect();
-    let max_x = series
-        .iter()
-        .flat_map(|s| s.2.iter().map(|p| p.0))
-        .fold(1.0, f64::max);
+    let max_x = nice_ceiling(
+        series
+            .iter()
+            .flat_map(|s| s.2.iter().map(|p| p.0))
+            .fold(1.0, f64::max),
+    );
     let max_y = nice_ceiling(
         series
             .iter()
@@ -523,8 +576,9 @@ pub fn svg(memory: &MemoryResults) -> String {
                 y(b) + 4.0
             );
         }
-        let ly = top + 10.0 + i as f64 * 20.0;
-        let lx = left + plot_w + 50.0;
+        // Legend inside the plot, top left, where the lines start low.
+        let ly = top + 18.0 + i as f64 * 20.0;
+        let lx = left + 14.0;
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{name}</text>"#,
@@ -552,7 +606,10 @@ pub fn write_report(out_dir: &Path, doc: &Path, notes: Option<&str>) -> std::io:
     let all = AllResults::load(out_dir);
     let svg_path = out_dir.join(SVG);
     if let Some(memory) = &all.memory {
-        std::fs::write(&svg_path, svg(memory))?;
+        let extra: Option<MemoryResults> = load(&out_dir.join(EXTRA_BASELINE_DIR), FILES[0]);
+        let extras: Vec<(&str, &MemoryResults)> =
+            extra.iter().map(|e| (EXTRA_BASELINE_LABEL, e)).collect();
+        std::fs::write(&svg_path, svg(memory, &extras))?;
     }
     let doc_dir = doc
         .parent()
@@ -577,7 +634,7 @@ mod tests {
     fn empty_results_still_render() {
         let md = markdown(&AllResults::default(), "x.svg", None);
         assert!(md.contains("Not measured yet"));
-        let svg = svg(&MemoryResults::default());
+        let svg = svg(&MemoryResults::default(), &[]);
         assert!(svg.starts_with("<svg"));
     }
 }
