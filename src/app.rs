@@ -57,7 +57,8 @@ pub async fn run(
         limits.max_connections_per_user,
         limits.outbound_queue_frames,
     ));
-    let svc = Arc::new(UsersService::new(store.clone(), hub.clone(), api_key, secret).await?);
+    let svc =
+        Arc::new(UsersService::new(store.clone(), hub.clone(), api_key, secret.clone()).await?);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin_state = AdminState {
@@ -70,7 +71,7 @@ pub async fn run(
         axum::middleware::from_fn_with_state(limits.max_header_bytes, crate::http::limit_headers);
     let admin_router = crate::admin::router(
         admin_state,
-        Arc::new(RateLimiter::new(limits.requests_per_minute)),
+        Arc::new(RateLimiter::new(limits.requests_per_minute, secret.clone())),
     )
     .layer(body_limit)
     .layer(header_limit.clone());
@@ -83,7 +84,7 @@ pub async fn run(
     );
     let public_router = crate::gateway::router(
         gateway_state,
-        Arc::new(RateLimiter::new(limits.requests_per_minute)),
+        Arc::new(RateLimiter::new(limits.requests_per_minute, secret.clone())),
         &config.cors,
     )
     .layer(body_limit)

@@ -214,6 +214,8 @@ impl Credentials {
 pub struct RateLimiter {
     per_minute: u32,
     windows: DashMap<String, (u64, u32)>,
+    pruned: std::sync::atomic::AtomicU64,
+    secret: crate::auth::Secret,
 }
 
 /// The state of one caller's window after a request.
@@ -229,11 +231,28 @@ pub struct RateState {
 }
 
 impl RateLimiter {
-    /// A limiter allowing `per_minute` requests per caller per minute.
-    pub fn new(per_minute: u32) -> Self {
+    /// A limiter allowing `per_minute` requests per caller per minute. Callers are told
+    /// apart by their token's identity once its signature checks out against `secret` (so
+    /// neither a second token nor garbage headers buy a fresh budget), else by address.
+    pub fn new(per_minute: u32, secret: crate::auth::Secret) -> Self {
         Self {
             per_minute,
             windows: DashMap::new(),
+            pruned: std::sync::atomic::AtomicU64::new(0),
+            secret,
+        }
+    }
+
+    /// The budget a request is counted against.
+    pub fn caller_key(&self, token: Option<&str>, peer: Option<std::net::IpAddr>) -> String {
+        use crate::auth::{verify, Identity};
+        match token.map(|t| verify(t, &self.secret, false)) {
+            Some(Ok(Identity::Server)) => "server".to_owned(),
+            Some(Ok(Identity::User { user_id, .. })) => format!("user:{user_id}"),
+            _ => match peer {
+                Some(ip) => format!("ip:{ip}"),
+                None => "ip:unknown".to_owned(),
+            },
         }
     }
 
@@ -244,7 +263,11 @@ impl RateLimiter {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let window = now / 60;
-        if self.windows.len() > 100_000 {
+        // Forget past windows once per minute, not on every request.
+        let last = self
+            .pruned
+            .swap(window, std::sync::atomic::Ordering::Relaxed);
+        if last != window {
             self.windows.retain(|_, (w, _)| *w == window);
         }
         let mut entry = self.windows.entry(key.to_owned()).or_insert((window, 0));
@@ -262,24 +285,26 @@ impl RateLimiter {
     }
 }
 
-/// Middleware: counts the request against its caller (the `Authorization` header, or the
+/// Middleware: counts the request against its caller (the verified token's identity, or the
 /// peer address) and adds the `x-ratelimit-*` headers; over the limit answers 429, code 9.
 pub async fn rate_limit(
     State(limiter): State<Arc<RateLimiter>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let key = req
+    // `/connect` has its own per-address connect limit.
+    if req.uri().path() == "/connect" {
+        return next.run(req).await;
+    }
+    let token = req
         .headers()
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            req.extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-        })
-        .unwrap_or_default();
+        .and_then(|v| v.to_str().ok());
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let key = limiter.caller_key(token, peer);
     let state = limiter.hit(&key);
     let mut resp = if state.exceeded {
         ApiError::new(

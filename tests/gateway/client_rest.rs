@@ -211,3 +211,41 @@ async fn cors_origins_are_configurable() {
     assert!(bad.headers().get("access-control-allow-origin").is_none());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn rate_limits_follow_the_verified_caller_not_the_header() {
+    let s = TestServer::start_with(|c| c.limits.requests_per_minute = 3).await;
+    let id = uid("rl");
+    let secret = chat_gateway::auth::Secret::new(s.config.api_secret.clone());
+    let tokens = [
+        s.user_token(&id),
+        chat_gateway::auth::user_token(&id, Some(3600), &secret),
+    ];
+    let q = format!("/users?payload={}", encode("{}"));
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let creds = Creds {
+            api_key: Some(s.api_key.clone()),
+            token: Some(tokens[i % 2].clone()),
+            auth_type: Some("jwt".into()),
+        };
+        statuses.push(s.public_with(Method::GET, &q, None, &creds).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "two tokens of one user share a budget"
+    );
+    // Garbage tokens do not buy fresh budgets: they count against the address.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let creds = Creds {
+            api_key: Some(s.api_key.clone()),
+            token: Some(format!("garbage-{i}")),
+            auth_type: Some("jwt".into()),
+        };
+        statuses.push(s.public_with(Method::GET, &q, None, &creds).await.0);
+    }
+    assert_eq!(statuses[3], 429, "{statuses:?}");
+    s.stop().await;
+}
