@@ -6,6 +6,7 @@
 # Usage: scripts/sdk-tests.sh [js] [python] [browser]      (default: all three)
 # Environment:
 #   SKIP_BUILD=1         use the existing target/release/chat-gateway
+#   GATEWAY_BIN=path     run the suites against this gateway binary (implies no build)
 #   CHROMIUM_PATH=...    browser binary (default /usr/bin/chromium; installed with apt if absent)
 #   KEEP_GATEWAY_LOG=1   print the gateway log even when everything passes
 set -uo pipefail
@@ -13,7 +14,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 JS_DIR="$ROOT/tests/sdk/js"
 PY_DIR="$ROOT/tests/sdk/python"
-BIN="$ROOT/target/release/chat-gateway"
+BIN="${GATEWAY_BIN:-$ROOT/target/release/chat-gateway}"
 SUITES=("$@")
 [ ${#SUITES[@]} -eq 0 ] && SUITES=(js python browser)
 
@@ -53,7 +54,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build ---------------------------------------------------------------------------------
-if [ -z "${SKIP_BUILD:-}" ]; then
+if [ -z "${SKIP_BUILD:-}" ] && [ -z "${GATEWAY_BIN:-}" ]; then
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release) || { echo "build failed"; exit 1; }
 fi
