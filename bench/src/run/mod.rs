@@ -280,6 +280,7 @@ pub async fn run(args: RunArgs) -> i32 {
                 let _ = std::fs::remove_file(out_dir.join(name));
             }
         }
+        let measured_commit = meta(runs, tiny).commit;
         let mut failed = false;
         let mut ran = Vec::new();
         for scenario in SCENARIOS
@@ -288,6 +289,8 @@ pub async fn run(args: RunArgs) -> i32 {
         {
             ctx.meta = meta(runs, tiny);
             ctx.meta.baseline_read_buffer = args.baseline_read_buffer;
+            // The tree as it was when the gateway binary was copied, not as it is now.
+            ctx.meta.commit = measured_commit.clone();
             eprintln!("[benchrun] scenario {scenario}");
             ran.push(*scenario);
             let saved = match *scenario {

@@ -141,7 +141,7 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
     );
     let _ = writeln!(
         w,
-        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, ~20 min); `scripts/bench.sh --scenarios memory,cpu` \
+        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores); `scripts/bench.sh --scenarios memory,cpu` \
          for some; `scripts/bench.sh --runs 5`; `scripts/bench.sh --tiny` (CI harness check, writes under \
          `target/bench-tiny/`); `scripts/bench.sh --report-only` rebuilds this file from the JSON.\n"
     );
@@ -254,14 +254,18 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
                 };
                 let failed =
                     |x: Option<&ConnectSummary>| x.map_or("–".into(), |x| x.failed.to_string());
+                let cpu =
+                    |x: Option<&ConnectSummary>| x.map_or(f64::NAN, |x| x.server_cpu_us_per_conn);
                 let _ = writeln!(
                     w,
-                    "| {pass} | {} | {} | {} | {} | {} | {} / {} |",
+                    "| {pass} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
                     num(rate(g), 0),
                     num(rate(b), 0),
                     ratio(rate(g), rate(b)),
                     lat(g),
                     lat(b),
+                    num(cpu(g), 0),
+                    num(cpu(b), 0),
                     failed(g),
                     failed(b)
                 );
