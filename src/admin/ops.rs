@@ -59,14 +59,6 @@ pub const OPERATIONS: &[&str] = &[
     "createGuest",
 ];
 
-fn users_map(svc: &UsersService, users: &[crate::users::model::User]) -> Value {
-    let mut m = Map::new();
-    for u in users {
-        m.insert(u.id.clone(), Value::Object(svc.wire(u)));
-    }
-    Value::Object(m)
-}
-
 fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
@@ -84,11 +76,11 @@ pub async fn dispatch(
     let out = match op {
         "upsertUsers" => {
             let users = svc.upsert_users(&req.body, &server).await?;
-            json!({ "users": users_map(svc, &users) })
+            json!({ "users": svc.users_by_id(&users) })
         }
         "partialUpdateUsers" => {
             let users = svc.partial_update_users(&req.body, &server).await?;
-            json!({ "users": users_map(svc, &users) })
+            json!({ "users": svc.users_by_id(&users) })
         }
         "queryUsers" => {
             let payload = match req.params.get("payload") {

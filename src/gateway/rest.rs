@@ -71,14 +71,6 @@ fn respond(result: Result<Map<String, Value>, ApiError>, started: Instant) -> Re
     }
 }
 
-fn users_map(svc: &UsersService, users: &[crate::users::model::User]) -> Value {
-    let mut m = Map::new();
-    for u in users {
-        m.insert(u.id.clone(), Value::Object(svc.wire(u)));
-    }
-    Value::Object(m)
-}
-
 /// `POST /guest`: no token needed; the gateway mints one for the new guest.
 pub async fn guest(
     State(state): State<GatewayState>,
@@ -105,27 +97,50 @@ pub async fn guest(
     respond(result, started)
 }
 
-/// `POST /users`: the caller's own user, without role or teams changes.
+/// Which own-user write a client asks for.
+#[derive(Clone, Copy)]
+enum OwnWrite {
+    Upsert,
+    Partial,
+}
+
+/// `POST /users` and `PATCH /users`: the caller's own user, without role or teams changes.
+async fn write_own(
+    state: GatewayState,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Value,
+    kind: OwnWrite,
+) -> Response {
+    let started = Instant::now();
+    let query = http::query_map(uri.query());
+    let result = async {
+        let who = caller(&state.svc, &query, &headers).await?;
+        let svc = &state.svc;
+        let users = match (kind, &who) {
+            (OwnWrite::Upsert, Caller::Anonymous) => return Err(anonymous_write("UpdateUsers")),
+            (OwnWrite::Partial, Caller::Anonymous) => {
+                return Err(anonymous_write("UpdateUsersPartial"))
+            }
+            (OwnWrite::Upsert, _) => svc.upsert_users(&body, &who).await?,
+            (OwnWrite::Partial, _) => svc.partial_update_users(&body, &who).await?,
+        };
+        let mut out = Map::new();
+        out.insert("users".into(), svc.users_by_id(&users));
+        Ok(out)
+    }
+    .await;
+    respond(result, started)
+}
+
+/// `POST /users`: full replace of the caller's own user.
 pub async fn upsert_users(
     State(state): State<GatewayState>,
     uri: Uri,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Response {
-    let started = Instant::now();
-    let query = http::query_map(uri.query());
-    let result = async {
-        let who = caller(&state.svc, &query, &headers).await?;
-        if who == Caller::Anonymous {
-            return Err(anonymous_write("UpdateUsers"));
-        }
-        let users = state.svc.upsert_users(&body, &who).await?;
-        let mut out = Map::new();
-        out.insert("users".into(), users_map(&state.svc, &users));
-        Ok(out)
-    }
-    .await;
-    respond(result, started)
+    write_own(state, uri, headers, body, OwnWrite::Upsert).await
 }
 
 /// `PATCH /users`: partial update of the caller's own user.
@@ -135,20 +150,7 @@ pub async fn partial_update_users(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Response {
-    let started = Instant::now();
-    let query = http::query_map(uri.query());
-    let result = async {
-        let who = caller(&state.svc, &query, &headers).await?;
-        if who == Caller::Anonymous {
-            return Err(anonymous_write("UpdateUsersPartial"));
-        }
-        let users = state.svc.partial_update_users(&body, &who).await?;
-        let mut out = Map::new();
-        out.insert("users".into(), users_map(&state.svc, &users));
-        Ok(out)
-    }
-    .await;
-    respond(result, started)
+    write_own(state, uri, headers, body, OwnWrite::Partial).await
 }
 
 /// `GET /users?payload=`: a query; with `presence: true` and the caller's `connection_id`,

@@ -225,6 +225,15 @@ impl UsersService {
         self.store.get_user(id).await.map_err(store_error)
     }
 
+    /// Users keyed by id, each in its wire form: the `users` object of write responses.
+    pub fn users_by_id(&self, users: &[User]) -> Value {
+        let mut m = Map::new();
+        for u in users {
+            m.insert(u.id.clone(), Value::Object(self.wire(u)));
+        }
+        Value::Object(m)
+    }
+
     /// A user's wire form with live presence.
     pub fn wire(&self, user: &User) -> Map<String, Value> {
         user.to_wire(self.hub.is_online(&user.id))
