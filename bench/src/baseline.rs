@@ -28,8 +28,9 @@ pub struct BaselineConfig {
     pub read_buffer: usize,
 }
 
-/// The read buffer the benchmark brief fixes for the baseline.
-pub const DEFAULT_READ_BUFFER: usize = 4096;
+/// The baseline's initial read buffer: the gateway's default (`limits.read_buffer_bytes`), so both
+/// run the same WebSocket configuration.
+pub const DEFAULT_READ_BUFFER: usize = 128;
 
 /// The gateway's WebSocket buffers and limits, with the given initial read buffer.
 pub fn server_ws_config(read_buffer: usize) -> WebSocketConfig {

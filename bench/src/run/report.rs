@@ -134,9 +134,9 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
     let _ = writeln!(
         w,
         "**Servers.** *gateway* is `target/release/chat-gateway serve`. *baseline* (`bench/src/baseline.rs`) \
-         is the least a WebSocket server can do for the same job: tokio-tungstenite with the limits the \
-         benchmark brief fixed (4 KiB read buffer unless noted, no write buffering, 64 KiB write buffer \
-         and message, 16 KiB frame; the gateway itself defaults to a 128-byte read buffer), HS256 token check, one `health.check` frame, then a read loop (and its own \
+         is the least a WebSocket server can do for the same job: tokio-tungstenite with the gateway's own \
+         WebSocket configuration (128-byte initial read buffer unless a section says otherwise, no write \
+         buffering, 64 KiB write buffer and message, 16 KiB frame), HS256 token check, one `health.check` frame, then a read loop (and its own \
          health checks at the same interval). *sledbase* (`bench/src/sledbase.rs`) is the raw sled write \
          path: the same user batches in one two-tree transaction plus a flush, without HTTP or validation.\n"
     );
