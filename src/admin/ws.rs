@@ -56,7 +56,20 @@ async fn serve(mut ws: WebSocket, state: AdminState, base_url: String) {
     loop {
         tokio::select! {
             msg = ws.recv() => {
-                let Some(Ok(msg)) = msg else { return };
+                let msg = match msg {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        if let Some(order) = crate::gateway::connection::read_error_close(&e) {
+                            let frame = CloseFrame {
+                                code: order.code,
+                                reason: Utf8Bytes::from(order.reason),
+                            };
+                            let _ = ws.send(Message::Close(Some(frame))).await;
+                        }
+                        return;
+                    }
+                    None => return,
+                };
                 let text = match msg {
                     Message::Text(t) => t,
                     Message::Close(_) => return,

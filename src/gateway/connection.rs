@@ -49,7 +49,7 @@ fn binary_close() -> CloseOrder {
 /// The close a frame the server cannot take calls for (RFC 6455 7.4.1): 1007 for text that is
 /// not UTF-8, 1009 for a frame or message over the limits, 1002 for other protocol errors.
 /// `None` when the socket itself failed and nothing can be sent.
-fn read_error_close(e: &axum::Error) -> Option<CloseOrder> {
+pub(crate) fn read_error_close(e: &axum::Error) -> Option<CloseOrder> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     let order = match std::error::Error::source(e)?.downcast_ref::<WsError>()? {
         WsError::Utf8(_) => CloseOrder::raw(1007, "text frames must be UTF-8"),

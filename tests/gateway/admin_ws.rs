@@ -132,3 +132,24 @@ async fn the_admin_socket_needs_the_server_token() {
     assert_ne!(reply.0, 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_frame_on_the_admin_socket_gets_a_close_code() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start().await;
+    let mut sock = admin_socket(&s, &s.server_token).await;
+    let invalid = Frame::message(
+        b"{\"op\":\"getApp\xff\"}".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    sock.send(Message::Frame(invalid)).await.unwrap();
+    match next(&mut sock, Duration::from_secs(5)).await {
+        Next::Closed(code, _) => assert_eq!(code, 1007),
+        other => panic!("{other:?}"),
+    }
+    s.stop().await;
+}
