@@ -97,11 +97,14 @@ pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Co
         Some(Value::Object(d)) => d,
         _ => return Err(ApiError::input("user_details is a required field")),
     };
-    let requested = payload
-        .get("user_id")
-        .and_then(Value::as_str)
-        .or_else(|| details.get("id").and_then(Value::as_str))
-        .ok_or_else(|| ApiError::input("user_id is a required field"))?;
+    let requested = match payload.get("user_id") {
+        Some(Value::String(id)) => id.as_str(),
+        None | Some(Value::Null) => details
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::input("user_id is a required field"))?,
+        Some(_) => return Err(ApiError::input("user_id must be a string")),
+    };
     match req.auth_type.as_deref() {
         Some("anonymous") => {
             if req.token.is_some() {
