@@ -205,6 +205,7 @@ async fn start(
         user,
         token_iat,
         anonymous,
+        activity_recorded,
     } = connected;
     let handle = Arc::new(ConnHandle::new(
         conn_id.clone(),
@@ -260,7 +261,9 @@ async fn start(
             online.last_active = Some(now);
             hub.presence_changed(&online, true);
         }
-        state.svc.touch_last_active(&live.handle.user_id, now).await;
+        if !activity_recorded {
+            state.svc.touch_last_active(&live.handle.user_id, now).await;
+        }
     }
     tracing::debug!("connected");
     Some(live)

@@ -76,6 +76,8 @@ pub struct Connected {
     pub token_iat: Option<i64>,
     /// Anonymous connection.
     pub anonymous: bool,
+    /// The connect wrote the user, `last_active` included.
+    pub activity_recorded: bool,
 }
 
 fn auth_failed(detail: &str) -> ApiError {
@@ -119,6 +121,7 @@ pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Co
                 user,
                 token_iat: None,
                 anonymous: true,
+                activity_recorded: false,
             })
         }
         Some("jwt") => {
@@ -138,11 +141,12 @@ pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Co
                 ));
             }
             validate_id(&user_id)?;
-            let (user, _) = svc.connect_user(&user_id, details).await?;
+            let (user, changed) = svc.connect_user(&user_id, details).await?;
             Ok(Connected {
                 user,
                 token_iat: iat,
                 anonymous: false,
+                activity_recorded: changed,
             })
         }
         _ => Err(auth_failed("stream-auth-type must be jwt or anonymous")),

@@ -462,7 +462,7 @@ impl UsersService {
     }
 
     /// connectUser: create the user or merge `details` into it (§5.2). Returns the user and
-    /// whether it changed.
+    /// whether it changed (a changed user's record already holds the connect as `last_active`).
     pub async fn connect_user(
         &self,
         user_id: &str,
@@ -501,6 +501,8 @@ impl UsersService {
                     }
                     let mut user = merged;
                     user.updated_at = now;
+                    // The record is written anyway: it carries the connect's activity too.
+                    user.last_active = Some(now);
                     let check_names = name_checks(mode, old, &user);
                     let change = UserChange::Put {
                         user: user.clone(),
