@@ -96,16 +96,6 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "chat-gateway serving"
     );
-    let serve = |listener: TcpListener, router: axum::Router, mut rx: watch::Receiver<bool>| {
-        tokio::spawn(async move {
-            let make = router.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, make)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        })
-    };
     let budget = crate::serve::descriptor_budget();
     if budget.is_some_and(|b| b <= limits.max_connections) {
         tracing::warn!(
@@ -124,7 +114,17 @@ pub async fn run(
         public_limits,
         stop_rx.clone(),
     ));
-    let admin_task = serve(admin, admin_router, stop_rx.clone());
+    // The admin listener keeps axum's loop: back ends hold long keep-alive sessions that a
+    // header read timeout would cut.
+    let mut admin_stop = stop_rx.clone();
+    let admin_task = tokio::spawn(async move {
+        let make = admin_router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(admin, make)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");

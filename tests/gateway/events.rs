@@ -176,3 +176,44 @@ async fn a_client_that_never_reads_is_disconnected() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn invisible_users_send_no_presence_to_watchers() {
+    let s = TestServer::start().await;
+    let watcher = uid("w");
+    let hidden = uid("hidden");
+    let friend = uid("friend");
+    s.admin_ok(
+        Method::POST,
+        "/users",
+        Some(json!({"users": {
+            hidden.clone(): {"id": hidden, "invisible": true},
+            friend.clone(): {"id": friend}
+        }})),
+    )
+    .await;
+    let (mut w, first) = ws::connect_user(&s, &watcher, json!({"id": watcher})).await;
+    let conn_id = first["connection_id"].as_str().unwrap().to_owned();
+    let payload = json!({"filter_conditions": {"id": {"$in": [hidden, friend]}}, "presence": true});
+    let path = format!(
+        "/users?payload={}&user_id={watcher}&connection_id={conn_id}",
+        encode(&payload.to_string())
+    );
+    let creds = crate::common::Creds {
+        api_key: Some(s.api_key.clone()),
+        token: Some(s.user_token(&watcher)),
+        auth_type: Some("jwt".into()),
+    };
+    assert_eq!(s.public_with(Method::GET, &path, None, &creds).await.0, 200);
+    // The invisible user connects first, then the visible one: the first presence event the
+    // watcher sees must be the visible user's.
+    let (_h, _) = ws::connect_user(&s, &hidden, json!({"id": hidden})).await;
+    let (_f, _) = ws::connect_user(&s, &friend, json!({"id": friend})).await;
+    let ev = expect_event(&mut w, "user.presence.changed", Duration::from_secs(5)).await;
+    assert_eq!(
+        ev["user"]["id"],
+        friend.as_str(),
+        "an invisible user's presence leaked: {ev}"
+    );
+    s.stop().await;
+}
