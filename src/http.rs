@@ -245,10 +245,10 @@ impl RateLimiter {
 
     /// The budget a request is counted against.
     pub fn caller_key(&self, token: Option<&str>, peer: Option<std::net::IpAddr>) -> String {
-        use crate::auth::{verify, Identity};
+        use crate::auth::{verify, Identity, TokenClaims};
         match token.map(|t| verify(t, &self.secret, false)) {
             Some(Ok(Identity::Server)) => "server".to_owned(),
-            Some(Ok(Identity::User { user_id, .. })) => format!("user:{user_id}"),
+            Some(Ok(Identity::User(TokenClaims { user_id, .. }))) => format!("user:{user_id}"),
             _ => match peer {
                 Some(ip) => format!("ip:{ip}"),
                 None => "ip:unknown".to_owned(),

@@ -7,7 +7,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use chat_gateway::auth::{user_token, verify, Identity, Secret};
+use chat_gateway::auth::{user_token, verify, Identity, Secret, TokenClaims};
 use chat_gateway::protocol::{ErrorCode, Timestamp};
 use chat_gateway::store::StoredUser;
 use chat_gateway::users::model::{SettableFields, User, MAX_VALUE_DEPTH};
@@ -196,7 +196,7 @@ proptest! {
         let secret = Secret::new("prop-secret");
         for t in [token, dotted.join(".")] {
             for skip in [false, true] {
-                if let Ok(Identity::User { user_id, .. }) = verify(&t, &secret, skip) {
+                if let Ok(Identity::User(TokenClaims { user_id, .. })) = verify(&t, &secret, skip) {
                     prop_assert!(!user_id.is_empty());
                 }
             }
@@ -209,7 +209,7 @@ proptest! {
         let token = user_token(&id, None, &secret);
         prop_assert_eq!(
             verify(&token, &secret, false).expect("a minted token verifies"),
-            Identity::User { user_id: id.clone(), iat: None }
+            Identity::User(TokenClaims { user_id: id.clone(), iat: None, guest: false })
         );
         let mut bytes = token.clone().into_bytes();
         let i = at % bytes.len();
@@ -220,7 +220,7 @@ proptest! {
                 // Flipping a base64 bit can land on padding bits that decode to the same
                 // bytes; anything else must be refused.
                 if let Ok(identity) = accepted {
-                    prop_assert_eq!(identity, Identity::User { user_id: id, iat: None });
+                    prop_assert_eq!(identity, Identity::User(TokenClaims { user_id: id, iat: None, guest: false }));
                 }
             }
         }

@@ -52,7 +52,7 @@ pub async fn require_server(svc: &UsersService, creds: &Credentials) -> Result<(
         .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "Authorization header is missing"))?;
     match svc.authenticate(token).await? {
         Identity::Server => Ok(()),
-        Identity::User { .. } => Err(ApiError::new(
+        Identity::User(_) => Err(ApiError::new(
             ErrorCode::AuthFailed,
             "user tokens are not accepted on the admin listener",
         )),

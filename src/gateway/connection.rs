@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::handshake::{self, ConnectRequest, Connected};
+use super::handshake::{self, ConnectRequest, Connected, Identified};
 use super::GatewayState;
 use crate::hub::{CloseOrder, ConnHandle, RegisterError, CLOSE_TRY_AGAIN};
 use crate::protocol::events::connection_error;
@@ -105,10 +105,11 @@ struct Open {
 
 /// Handshake and registration; hands the socket over once the first frame is out.
 async fn setup(mut ws: WebSocket, state: GatewayState, req: ConnectRequest) -> Option<Box<Open>> {
-    let connected = handshake_phase(&mut ws, &state, req).await?;
+    let deadline = tokio::time::Instant::now() + state.limits.handshake_timeout;
+    let who = handshake_phase(&mut ws, &state, req, deadline).await?;
     let conn_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let span = tracing::info_span!("conn", conn_id = %conn_id, user_id = %connected.user.id);
-    let live = start(&mut ws, &state, connected, conn_id, span.clone())
+    let span = tracing::info_span!("conn", conn_id = %conn_id, user_id = %who.user_id);
+    let live = start(&mut ws, &state, who, conn_id, deadline, span.clone())
         .instrument(span)
         .await?;
     Some(Box::new(Open { ws, state, live }))
@@ -126,14 +127,21 @@ async fn run(mut conn: Box<Open>) {
     finishing.await;
 }
 
-/// Obtains the connect data, authenticates and applies connectUser; refuses on failure.
+fn handshake_timed_out() -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        "connect data did not arrive in time",
+    )
+}
+
+/// Obtains the connect data and verifies who it claims to be; refuses on failure.
 async fn handshake_phase(
     ws: &mut WebSocket,
     state: &GatewayState,
     mut req: ConnectRequest,
-) -> Option<Connected> {
-    let limits = &state.limits;
-    let write_timeout = limits.write_timeout;
+    deadline: tokio::time::Instant,
+) -> Option<Identified> {
+    let write_timeout = state.limits.write_timeout;
     if state.svc.hub().is_full() {
         metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
         let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
@@ -161,24 +169,17 @@ async fn handshake_phase(
             };
             req = req.clone().with_frame(frame.as_str()).map_err(Some)?;
         }
-        handshake::authenticate(&state.svc, &req)
-            .await
-            .map_err(Some)
+        handshake::identify(&state.svc, &req).map_err(Some)
     };
-    let result = tokio::time::timeout(limits.handshake_timeout, handshake).await;
-    match result {
-        Ok(Ok(c)) => Some(c),
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(who)) => Some(who),
         Ok(Err(Some(e))) => {
             refuse(ws, &e, write_timeout).await;
             None
         }
         Ok(Err(None)) => None,
         Err(_) => {
-            let e = ApiError::new(
-                ErrorCode::RequestTimeout,
-                "connect data did not arrive in time",
-            );
-            refuse(ws, &e, write_timeout).await;
+            refuse(ws, &handshake_timed_out(), write_timeout).await;
             None
         }
     }
@@ -191,27 +192,29 @@ struct Live {
     span: tracing::Span,
 }
 
-/// Registers the connection, sends the first frame and announces presence.
+/// Registers the connection, admits it, sends the first frame and announces presence.
+///
+/// Registration comes before the checks against the stored user (in `admit`): an admin call
+/// that ends the user (delete, deactivate, revoke) writes first and then closes the user's
+/// registered connections, so either it finds this one registered, or `admit` reads its write
+/// and refuses. Events wait until the connection is admitted; close orders do not.
 async fn start(
     ws: &mut WebSocket,
     state: &GatewayState,
-    connected: Connected,
+    who: Identified,
     conn_id: Arc<str>,
+    deadline: tokio::time::Instant,
     span: tracing::Span,
 ) -> Option<Live> {
     let hub = state.svc.hub();
     let write_timeout = state.limits.write_timeout;
-    let Connected {
-        user,
-        token_iat,
-        anonymous,
-        activity_recorded,
-    } = connected;
+    let claims = who.token.as_ref();
     let handle = Arc::new(ConnHandle::new(
         conn_id.clone(),
-        user.id.as_str().into(),
-        token_iat,
-        anonymous,
+        who.user_id.as_str().into(),
+        claims.and_then(|c| c.iat),
+        who.anonymous(),
+        claims.is_some_and(|c| c.guest),
     ));
     handle
         .last_seen
@@ -221,7 +224,7 @@ async fn start(
         Err(RegisterError::PerUserLimit) => {
             let e = ApiError::new(
                 ErrorCode::TooManyConnections,
-                format!("user {} has too many connections", user.id),
+                format!("user {} has too many connections", who.user_id),
             );
             refuse(ws, &e, write_timeout).await;
             return None;
@@ -233,6 +236,42 @@ async fn start(
             return None;
         }
     };
+    let admitted = tokio::time::timeout_at(deadline, handshake::admit(&state.svc, &who)).await;
+    let connected = match admitted {
+        Ok(Ok(c)) if !handle.is_closing() => c,
+        Ok(Ok(_)) => {
+            // Ended while being admitted: what the hub queued (the event or error frame) and
+            // its close go out instead of a first frame.
+            hub.unregister(&handle);
+            tracing::info!("connect ended by a concurrent admin call");
+            let (frames, order) = handle.drain();
+            for f in frames {
+                if !send_text(ws, f.to_string(), write_timeout).await {
+                    return None;
+                }
+            }
+            if let Some(order) = order {
+                close(ws, &order, write_timeout).await;
+            }
+            return None;
+        }
+        Ok(Err(e)) => {
+            hub.unregister(&handle);
+            refuse(ws, &e, write_timeout).await;
+            return None;
+        }
+        Err(_) => {
+            hub.unregister(&handle);
+            refuse(ws, &handshake_timed_out(), write_timeout).await;
+            return None;
+        }
+    };
+    handle.set_ready();
+    let Connected {
+        user,
+        activity_recorded,
+    } = connected;
+    let anonymous = who.anonymous();
     metrics::counter!("gateway_connects_accepted").increment(1);
     let live = Live {
         handle,

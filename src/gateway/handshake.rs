@@ -1,11 +1,12 @@
-//! The `/connect` handshake: where the connect data comes from (query or first frame), and
-//! turning it into an authenticated, created-or-merged user — or a refusal with its code.
+//! The `/connect` handshake: where the connect data comes from (query or first frame), who it
+//! claims to be (`identify`: api key, connect data, token), and turning that into an admitted,
+//! created-or-merged user (`admit`) — or a refusal with its code.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::auth::Identity;
+use crate::auth::{Identity, TokenClaims};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::users::model::{validate_id, User};
 use crate::users::UsersService;
@@ -67,15 +68,32 @@ impl ConnectRequest {
     }
 }
 
+/// Who a connect claims to be, once the token is verified: not yet admitted, because the
+/// checks against the stored user (deleted, deactivated, revoked) run after the connection is
+/// registered, so an admin call that ends the user either finds the socket registered or is
+/// seen by those checks.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    /// The user id (for anonymous users, a fresh `!anon…` id).
+    pub user_id: String,
+    /// The verified token's claims (none for anonymous users).
+    pub token: Option<TokenClaims>,
+    /// The `user_details` sent with the connect.
+    pub details: Map<String, Value>,
+}
+
+impl Identified {
+    /// Anonymous connection.
+    pub fn anonymous(&self) -> bool {
+        self.token.is_none()
+    }
+}
+
 /// Who ended up connected.
 #[derive(Debug, Clone)]
 pub struct Connected {
     /// The user (for anonymous users, an unstored one with role `anonymous`).
     pub user: User,
-    /// `iat` of the token, if any.
-    pub token_iat: Option<i64>,
-    /// Anonymous connection.
-    pub anonymous: bool,
     /// The connect wrote the user, `last_active` included.
     pub activity_recorded: bool,
 }
@@ -84,8 +102,8 @@ fn auth_failed(detail: &str) -> ApiError {
     ApiError::new(ErrorCode::AuthFailed, detail)
 }
 
-/// Authenticates the request and applies connectUser semantics (§5.2).
-pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Connected, ApiError> {
+/// Checks the api key, the connect data and the token (its signature and claims only).
+pub fn identify(svc: &UsersService, req: &ConnectRequest) -> Result<Identified, ApiError> {
     match req.api_key.as_deref() {
         Some(k) if k == svc.api_key() => {}
         _ => return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found")),
@@ -112,16 +130,10 @@ pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Co
             if req.token.is_some() {
                 return Err(auth_failed("anonymous connections carry no token"));
             }
-            let mut user = User::new(
-                &format!("!anon{}", uuid::Uuid::new_v4().simple()),
-                crate::protocol::Timestamp::now(),
-            );
-            user.role = "anonymous".into();
-            Ok(Connected {
-                user,
-                token_iat: None,
-                anonymous: true,
-                activity_recorded: false,
+            Ok(Identified {
+                user_id: format!("!anon{}", uuid::Uuid::new_v4().simple()),
+                token: None,
+                details: Map::new(),
             })
         }
         Some("jwt") => {
@@ -129,26 +141,42 @@ pub async fn authenticate(svc: &UsersService, req: &ConnectRequest) -> Result<Co
                 .token
                 .as_deref()
                 .ok_or_else(|| auth_failed("JWTAuth error: token is missing"))?;
-            let (user_id, iat) = match svc.authenticate(token).await? {
-                Identity::User { user_id, iat } => (user_id, iat),
+            let claims = match svc.verify_token(token)? {
+                Identity::User(claims) => claims,
                 Identity::Server => {
                     return Err(auth_failed("server tokens cannot connect as a user"))
                 }
             };
-            if user_id != requested {
+            if claims.user_id != requested {
                 return Err(auth_failed(
                     "JWTAuth error: token user_id does not match the requested user",
                 ));
             }
-            validate_id(&user_id)?;
-            let (user, changed) = svc.connect_user(&user_id, details).await?;
-            Ok(Connected {
-                user,
-                token_iat: iat,
-                anonymous: false,
-                activity_recorded: changed,
+            validate_id(&claims.user_id)?;
+            Ok(Identified {
+                user_id: claims.user_id.clone(),
+                token: Some(claims),
+                details: details.clone(),
             })
         }
         _ => Err(auth_failed("stream-auth-type must be jwt or anonymous")),
     }
+}
+
+/// Admits an identified connect: applies connectUser semantics (§5.2) after checking the
+/// token against the stored user and the app (revocation, deletion, deactivation).
+pub async fn admit(svc: &UsersService, who: &Identified) -> Result<Connected, ApiError> {
+    let Some(claims) = &who.token else {
+        let mut user = User::new(&who.user_id, crate::protocol::Timestamp::now());
+        user.role = "anonymous".into();
+        return Ok(Connected {
+            user,
+            activity_recorded: false,
+        });
+    };
+    let (user, changed) = svc.connect_user(claims, &who.details).await?;
+    Ok(Connected {
+        user,
+        activity_recorded: changed,
+    })
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::GatewayState;
-use crate::auth::Identity;
+use crate::auth::{Identity, TokenClaims};
 use crate::http::{self, Credentials, JsonBody};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::users::{Caller, UsersService};
@@ -34,7 +34,7 @@ async fn caller(
                 ApiError::new(ErrorCode::AuthFailed, "JWTAuth error: token is missing")
             })?;
             match svc.authenticate(&token).await? {
-                Identity::User { user_id, .. } => {
+                Identity::User(TokenClaims { user_id, .. }) => {
                     if query.get("user_id").is_some_and(|q| q != &user_id) {
                         return Err(ApiError::new(
                             ErrorCode::AuthFailed,

@@ -69,10 +69,14 @@ pub struct ConnHandle {
     pub token_iat: Option<i64>,
     /// Anonymous connection (no token, nothing to revoke).
     pub anonymous: bool,
+    /// Connected with a guest's token (ends when the back end takes the id over).
+    pub guest_token: bool,
     /// Seconds (on the hub's clock) of the last frame received from the client.
     pub last_seen: AtomicU64,
     outbox: Mutex<Outbox>,
     closing: AtomicBool,
+    /// Admitted: events are queued from now on (close orders always are).
+    ready: AtomicBool,
     notify: Notify,
 }
 
@@ -83,17 +87,31 @@ impl ConnHandle {
         user_id: Arc<str>,
         token_iat: Option<i64>,
         anonymous: bool,
+        guest_token: bool,
     ) -> Self {
         Self {
             conn_id,
             user_id,
             token_iat,
             anonymous,
+            guest_token,
             last_seen: AtomicU64::new(0),
             outbox: Mutex::new(Outbox::default()),
             closing: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             notify: Notify::new(),
         }
+    }
+
+    /// Marks the connection admitted: from now on it receives events. Before, it is
+    /// registered only so that ending its user reaches it.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection was admitted.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {

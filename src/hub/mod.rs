@@ -157,6 +157,9 @@ impl Hub {
     }
 
     fn send(&self, conn: &ConnHandle, frame: &Arc<str>) {
+        if !conn.is_ready() {
+            return;
+        }
         if conn.push(frame.clone(), self.queue_frames) == PushOutcome::Overflowed {
             metrics::counter!("gateway_slow_consumer_disconnects").increment(1);
         } else {
@@ -218,6 +221,18 @@ impl Hub {
         };
         for c in conns.iter().filter(|c| hit(c)) {
             c.close_with(Some(frame.clone()), CloseOrder::normal(40, "token revoked"));
+        }
+    }
+
+    /// The back end took a guest's id over: the connections made with a guest's token end
+    /// with code 40, as a revoked token's do.
+    pub fn end_guest_sessions(&self, user_id: &str) {
+        let frame = events::connection_error(40, "This guest token is no longer valid", 401);
+        for c in self.user_conns(user_id).iter().filter(|c| c.guest_token) {
+            c.close_with(
+                Some(frame.clone()),
+                CloseOrder::normal(40, "guest taken over"),
+            );
         }
     }
 

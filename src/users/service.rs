@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
-use crate::auth::{self, Identity, Secret};
+use crate::auth::{self, Identity, Secret, TokenClaims};
 use crate::hub::Hub;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, NameScope, Store, StoreError, StoredUser, UserChange};
@@ -19,6 +19,8 @@ use crate::users::username::{normalise, Enforcement};
 
 /// Most users in one upsert or partial update.
 pub const MAX_BATCH: usize = 100;
+/// The role of guest users; a guest token is good only for a user with it.
+pub const GUEST_ROLE: &str = "guest";
 /// Attempts at a read-compute-write cycle before giving up on a busy user.
 const MAX_ATTEMPTS: usize = 16;
 
@@ -131,6 +133,12 @@ fn same_team_roles(
     a.filter(|m| !m.is_empty()) == b.filter(|m| !m.is_empty())
 }
 
+/// Whether a write turns a guest into another role: the back end takes the id over, and the
+/// guest's tokens stop working.
+fn takes_over_guest(old: Option<&User>, new: &User) -> bool {
+    old.is_some_and(|o| o.role == GUEST_ROLE) && new.role != GUEST_ROLE
+}
+
 fn same_teams(a: &[String], b: &[String]) -> bool {
     let a: HashSet<&String> = a.iter().collect();
     let b: HashSet<&String> = b.iter().collect();
@@ -174,32 +182,67 @@ impl UsersService {
         &self.hub
     }
 
-    /// Verifies a token (honouring `disable_auth_checks`) and, for user tokens, revocation.
+    /// Verifies a token's signature and claims (honouring `disable_auth_checks`); reads
+    /// nothing stored, so it says nothing of revocation: see [`Self::authenticate`].
+    pub fn verify_token(&self, token: &str) -> Result<Identity, ApiError> {
+        auth::verify(token, &self.secret, self.settings().auth_checks_disabled())
+    }
+
+    /// Verifies a token and, for a user token, checks it against the stored user (REST): a
+    /// revoked token, a deleted user and a guest token whose user is no longer a guest are
+    /// refused.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, ApiError> {
-        let settings = self.settings();
-        let identity = auth::verify(token, &self.secret, settings.auth_checks_disabled())?;
-        if let Identity::User { user_id, iat } = &identity {
-            let user = self.store.get_user(user_id).await.map_err(store_error)?;
-            let user_cutoff = user.and_then(|s| s.user.revoke_tokens_issued_before);
-            let revoked = |cutoff: Option<Timestamp>, no_iat_revoked: bool| {
-                cutoff.is_some_and(|c| match iat {
-                    Some(iat) => *iat < c.unix(),
-                    None => no_iat_revoked,
-                })
+        let identity = self.verify_token(token)?;
+        if let Identity::User(claims) = &identity {
+            let stored = self.load(&claims.user_id).await?;
+            let user = stored.as_ref().map(|s| &s.user);
+            self.check_token_holder(claims, user)?;
+            let gone = match user {
+                Some(u) => u.deleted_at.is_some(),
+                None => self
+                    .store
+                    .is_tombstoned(&claims.user_id)
+                    .await
+                    .map_err(store_error)?,
             };
-            if revoked(user_cutoff, true) || revoked(settings.revoke_before(), true) {
-                return Err(ApiError::new(
-                    ErrorCode::TokenExpired,
-                    "This token has been revoked, please generate a new token",
-                ));
+            if gone {
+                return Err(deleted(&claims.user_id));
             }
         }
         Ok(identity)
     }
 
-    /// Mints a user token (for guests).
-    pub fn mint_user_token(&self, user_id: &str) -> String {
-        auth::user_token(user_id, None, &self.secret)
+    /// Whether the holder of a token with `claims` may still act as `user` (as stored now;
+    /// `None` when not stored): not when the token is revoked, at the user's level or the
+    /// app's, nor when it is a guest's token and the user is not a guest (any more).
+    pub(crate) fn check_token_holder(
+        &self,
+        claims: &TokenClaims,
+        user: Option<&User>,
+    ) -> Result<(), ApiError> {
+        let revoked = |cutoff: Option<Timestamp>| {
+            cutoff.is_some_and(|c| claims.iat.is_none_or(|iat| iat < c.unix()))
+        };
+        if revoked(user.and_then(|u| u.revoke_tokens_issued_before))
+            || revoked(self.settings().revoke_before())
+        {
+            return Err(ApiError::new(
+                ErrorCode::TokenExpired,
+                "This token has been revoked, please generate a new token",
+            ));
+        }
+        if claims.guest && user.is_none_or(|u| u.role != GUEST_ROLE) {
+            return Err(ApiError::new(
+                ErrorCode::TokenExpired,
+                "This guest token is no longer valid: the user is not a guest",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Mints a guest's token.
+    pub fn mint_guest_token(&self, user_id: &str) -> String {
+        auth::guest_token(user_id, &self.secret)
     }
 
     /// Runs `compute` against fresh reads until the store accepts the batch it builds.
@@ -308,7 +351,7 @@ impl UsersService {
                         }
                         user.updated_at = now;
                         let check_names = name_checks(mode, old.as_ref(), &user);
-                        out.push(user.clone());
+                        out.push((user.clone(), takes_over_guest(old.as_ref(), &user)));
                         changes.push(UserChange::Put {
                             user,
                             expect,
@@ -321,10 +364,20 @@ impl UsersService {
             })
             .await
             .map_err(|e| e.in_operation(op))?;
-        for u in &written {
-            self.hub.user_updated(u);
+        let mut users = Vec::with_capacity(written.len());
+        for (u, taken_over) in written {
+            self.publish_update(&u, taken_over);
+            users.push(u);
         }
-        Ok(written)
+        Ok(users)
+    }
+
+    /// Publishes a written user; a guest taken over by the back end loses its guest sessions.
+    fn publish_update(&self, user: &User, taken_over: bool) {
+        self.hub.user_updated(user);
+        if taken_over {
+            self.hub.end_guest_sessions(&user.id);
+        }
     }
 
     /// A client may not change its own role or teams (403, code 17).
@@ -437,7 +490,8 @@ impl UsersService {
                         }
                         user.updated_at = now;
                         let check_names = name_checks(mode, Some(&old), &user);
-                        out.push((user.clone(), revoke.flatten()));
+                        let taken_over = takes_over_guest(Some(&old), &user);
+                        out.push((user.clone(), revoke.flatten(), taken_over));
                         changes.push(UserChange::Put {
                             user,
                             expect: Expect::Version(stored.version),
@@ -451,8 +505,8 @@ impl UsersService {
             .await
             .map_err(|e| e.in_operation(op))?;
         let mut users = Vec::with_capacity(written.len());
-        for (u, revoke) in written {
-            self.hub.user_updated(&u);
+        for (u, revoke, taken_over) in written {
+            self.publish_update(&u, taken_over);
             if let Some(before) = revoke {
                 self.hub.revoke(Some(&u.id), before);
             }
@@ -461,13 +515,16 @@ impl UsersService {
         Ok(users)
     }
 
-    /// connectUser: create the user or merge `details` into it (§5.2). Returns the user and
-    /// whether it changed (a changed user's record already holds the connect as `last_active`).
+    /// connectUser: create the user or merge `details` into it (§5.2), for the holder of a
+    /// token with `claims`, checked against the user as read in the same cycle. Returns the
+    /// user and whether it changed (a changed user's record already holds the connect as
+    /// `last_active`).
     pub async fn connect_user(
         &self,
-        user_id: &str,
+        claims: &TokenClaims,
         details: &Map<String, Value>,
     ) -> Result<(User, bool), ApiError> {
+        let user_id = claims.user_id.as_str();
         validate_id(user_id)?;
         if let Some(given) = details.get("id") {
             if given.as_str() != Some(user_id) {
@@ -484,6 +541,7 @@ impl UsersService {
                         Some(s) => (Some(&s.user), Expect::Version(s.version)),
                         None => (None, Expect::Absent),
                     };
+                    svc.check_token_holder(claims, old)?;
                     if let Some(o) = old {
                         if o.deleted_at.is_some() {
                             return Err(deleted(user_id));
@@ -539,7 +597,7 @@ impl UsersService {
             fields.insert("id".into(), Value::String(generated));
         }
         let id = user_id_of(&fields).map_err(|e| e.in_operation(op))?;
-        fields.insert("role".into(), Value::String("guest".into()));
+        fields.insert("role".into(), Value::String(GUEST_ROLE.into()));
         fields.remove("teams");
         fields.remove("teams_role");
         let mode = self.settings().enforcement();
@@ -551,7 +609,7 @@ impl UsersService {
                 Box::pin(async move {
                     let stored = svc.load(id).await?;
                     let (mut user, expect, old) = match stored {
-                        Some(s) if s.user.role != "guest" => {
+                        Some(s) if s.user.role != GUEST_ROLE => {
                             return Err(ApiError::input(format!(
                                 "user {id} already exists and is not a guest"
                             )))
@@ -575,7 +633,7 @@ impl UsersService {
             .await
             .map_err(|e| e.in_operation(op))?;
         self.hub.user_updated(&user);
-        let token = self.mint_user_token(&user.id);
+        let token = self.mint_guest_token(&user.id);
         Ok((user, token))
     }
 

@@ -122,7 +122,7 @@ impl Service {
     /// Whether the token is accepted; panics on any refusal other than revocation.
     async fn accepted(&self, token: &str) -> bool {
         match self.svc.authenticate(token).await {
-            Ok(Identity::User { .. }) => true,
+            Ok(Identity::User(_)) => true,
             Ok(other) => panic!("unexpected identity {other:?}"),
             Err(e) => {
                 assert_eq!(e.code, ErrorCode::TokenExpired, "{e}");

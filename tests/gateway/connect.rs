@@ -332,7 +332,7 @@ async fn guests_get_a_token_and_cannot_hijack() {
         chat_gateway::auth::verify(&token, &Secret::new(s.config.api_secret.clone()), false)
             .unwrap();
     assert!(
-        matches!(identity, chat_gateway::auth::Identity::User { ref user_id, .. } if *user_id == id)
+        matches!(identity, chat_gateway::auth::Identity::User(ref c) if c.user_id == id && c.guest)
     );
     // The SDK connects with role guest and banned false echoed back: accepted.
     let details = json!({"id": id, "name": "Guesty", "role": "guest", "banned": false});

@@ -13,7 +13,7 @@ use chat_gateway::hub::{CloseOrder, ConnHandle, PushOutcome};
 
 #[test]
 fn a_connection_queue_never_holds_more_than_its_bound() {
-    let conn = ConnHandle::new("c1".into(), "u1".into(), None, false);
+    let conn = ConnHandle::new("c1".into(), "u1".into(), None, false, false);
     let frame: Arc<str> = "x".repeat(1000).into();
     let mut outcomes = Vec::new();
     for _ in 0..10_000 {

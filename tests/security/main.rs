@@ -10,8 +10,10 @@ mod common;
 #[path = "../gateway/ws.rs"]
 mod ws;
 
+mod guests;
 mod listeners;
 mod permissions;
+mod races;
 mod tokens;
 
 use base64::Engine;
