@@ -9,12 +9,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::feed::AdminFeed;
 use crate::admin::rest::AdminState;
 use crate::auth::Secret;
 use crate::config::Config;
+use crate::events::{EventBus, LocalBus};
 use crate::gateway::GatewayState;
 use crate::http::{BodyLimit, RateLimiter};
 use crate::hub::Hub;
+use crate::presence::LocalPresence;
 use crate::store::{SledStore, Store};
 use crate::users::UsersService;
 
@@ -57,12 +60,18 @@ pub async fn run(
         limits.max_connections_per_user,
         limits.outbound_queue_frames,
     ));
-    let svc =
-        Arc::new(UsersService::new(store.clone(), hub.clone(), api_key, secret.clone()).await?);
+    let bus = Arc::new(LocalBus::new());
+    bus.subscribe(hub.clone());
+    let feed = Arc::new(AdminFeed::new(limits.admin_feed_frames));
+    bus.subscribe(feed.clone());
+    let presence = Arc::new(LocalPresence::new(hub.clone()));
+    let svc = UsersService::new(store.clone(), bus, presence, api_key, secret.clone()).await?;
+    let svc = Arc::new(svc);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin_state = AdminState {
         svc: svc.clone(),
+        feed,
         metrics: crate::telemetry::metrics_handle(),
         stop: stop_rx.clone(),
     };
@@ -75,7 +84,7 @@ pub async fn run(
     )
     .layer(body_limit)
     .layer(header_limit.clone());
-    let gateway_state = GatewayState::new(svc.clone(), &config, stop_rx.clone());
+    let gateway_state = GatewayState::new(svc.clone(), hub.clone(), &config, stop_rx.clone());
     crate::gateway::spawn_liveness(
         hub.clone(),
         gateway_state.clock.clone(),

@@ -64,6 +64,7 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub read_buffer_bytes: usize,
     pub outbound_queue_frames: usize,
+    pub admin_feed_frames: usize,
     pub max_write_buffer_bytes: usize,
     pub write_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
@@ -135,6 +136,7 @@ impl Config {
             ("max_message_bytes", l.max_message_bytes),
             ("read_buffer_bytes", l.read_buffer_bytes),
             ("outbound_queue_frames", l.outbound_queue_frames),
+            ("admin_feed_frames", l.admin_feed_frames),
             ("max_write_buffer_bytes", l.max_write_buffer_bytes),
             ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
             (

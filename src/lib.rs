@@ -8,7 +8,9 @@
 //! - `protocol`: wire types only — error envelope and codes, timestamps, event frames.
 //! - `users`: the rules — user model, validation, usernames, every user operation.
 //! - `store`: the `Store` trait and its sled implementation.
-//! - `hub`: connection registry, presence and event fan-out.
+//! - `events`: typed user events and the bus they travel on (in-process on one node).
+//! - `presence`: who is online, behind a trait a cluster can implement.
+//! - `hub`: this node's connection registry and the delivery of events to its sockets.
 //! - `gateway`: the public listener — `/connect`, guests and client REST.
 //! - `admin`: the admin listener — REST and admin WebSocket over one dispatch table.
 //! - `http`: envelopes, body limits and rate limiting shared by both listeners.
@@ -19,9 +21,11 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod serve;
 pub mod store;

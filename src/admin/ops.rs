@@ -76,11 +76,11 @@ pub async fn dispatch(
     let out = match op {
         "upsertUsers" => {
             let users = svc.upsert_users(&req.body, &server).await?;
-            json!({ "users": svc.users_by_id(&users) })
+            json!({ "users": svc.users_by_id(&users).await })
         }
         "partialUpdateUsers" => {
             let users = svc.partial_update_users(&req.body, &server).await?;
-            json!({ "users": svc.users_by_id(&users) })
+            json!({ "users": svc.users_by_id(&users).await })
         }
         "queryUsers" => {
             let payload = match req.params.get("payload") {
@@ -101,7 +101,7 @@ pub async fn dispatch(
                     req.flag("mark_messages_deleted"),
                 )
                 .await?;
-            json!({ "user": svc.wire(&user) })
+            json!({ "user": svc.wire(&user).await })
         }
         "deleteUsers" => json!({ "task_id": svc.delete_users(&req.body).await? }),
         "restoreUsers" => {
@@ -110,12 +110,12 @@ pub async fn dispatch(
         }
         "deactivateUser" => {
             let user = svc.deactivate_user(req.id()?, &req.body).await?;
-            json!({ "user": svc.wire(&user) })
+            json!({ "user": svc.wire(&user).await })
         }
         "deactivateUsers" => json!({ "task_id": svc.deactivate_users(&req.body).await? }),
         "reactivateUser" => {
             let user = svc.reactivate_user(req.id()?, &req.body).await?;
-            json!({ "user": svc.wire(&user) })
+            json!({ "user": svc.wire(&user).await })
         }
         "reactivateUsers" => json!({ "task_id": svc.reactivate_users(&req.body).await? }),
         "exportUser" => svc.export_user(req.id()?).await?,
@@ -135,7 +135,7 @@ pub async fn dispatch(
         }
         "createGuest" => {
             let (user, token) = svc.create_guest(&req.body).await?;
-            json!({ "access_token": token, "user": svc.wire(&user) })
+            json!({ "access_token": token, "user": svc.wire(&user).await })
         }
         other => return Err(ApiError::input(format!("unknown operation {other}"))),
     };

@@ -24,6 +24,8 @@ use crate::users::UsersService;
 pub struct AdminState {
     /// The users service.
     pub svc: Arc<UsersService>,
+    /// Events for admin WebSocket subscribers.
+    pub feed: Arc<crate::admin::feed::AdminFeed>,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
     /// Becomes true when the gateway shuts down (admin WebSockets close).

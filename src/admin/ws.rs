@@ -133,7 +133,7 @@ async fn handle(
     let started = std::time::Instant::now();
     let result = match op {
         "subscribe" => {
-            events.get_or_insert_with(|| state.svc.hub().subscribe_admin());
+            events.get_or_insert_with(|| state.feed.subscribe());
             Ok(json!({"subscribed": true})
                 .as_object()
                 .cloned()

@@ -7,24 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::Instrument;
 
 use super::handshake::{self, ConnectRequest, Connected, Identified};
 use super::GatewayState;
 use crate::hub::{CloseOrder, ConnHandle, RegisterError, CLOSE_TRY_AGAIN};
-use crate::protocol::events::connection_error;
+use crate::protocol::events::{connection_error, health_check};
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
-
-fn health_frame(conn_id: &str) -> String {
-    json!({
-        "type": "health.check",
-        "connection_id": conn_id,
-        "cid": "*",
-        "created_at": Timestamp::now().to_wire(),
-    })
-    .to_string()
-}
 
 async fn send_text(ws: &mut WebSocket, text: String, timeout: Duration) -> bool {
     matches!(
@@ -142,7 +132,7 @@ async fn handshake_phase(
     deadline: tokio::time::Instant,
 ) -> Option<Identified> {
     let write_timeout = state.limits.write_timeout;
-    if state.svc.hub().is_full() {
+    if state.hub.is_full() {
         metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
         let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
         close(ws, &order, write_timeout).await;
@@ -206,7 +196,7 @@ async fn start(
     deadline: tokio::time::Instant,
     span: tracing::Span,
 ) -> Option<Live> {
-    let hub = state.svc.hub();
+    let hub = &state.hub;
     let write_timeout = state.limits.write_timeout;
     let claims = who.token.as_ref();
     let handle = Arc::new(ConnHandle::new(
@@ -281,28 +271,17 @@ async fn start(
     let now = Timestamp::now();
     let mut me = user.to_me(true);
     me.insert("last_active".into(), Value::String(now.to_wire()));
-    let first_frame = json!({
-        "type": "health.check",
-        "connection_id": &*conn_id,
-        "cid": "*",
-        "created_at": now.to_wire(),
-        "me": me,
-    })
-    .to_string();
+    let first_frame = health_check(&conn_id, Some(me));
     if !send_text(ws, first_frame, write_timeout).await {
         let finishing = Box::pin(finish(state, live));
         finishing.await;
         return None;
     }
     if !anonymous {
-        if first {
-            let mut online = user;
-            online.last_active = Some(now);
-            hub.presence_changed(&online, true);
-        }
-        if !activity_recorded {
-            state.svc.touch_last_active(&live.handle.user_id, now).await;
-        }
+        let opened = state
+            .svc
+            .connection_opened(&user, first, activity_recorded, now);
+        Box::pin(opened).await;
     }
     tracing::debug!("connected");
     Some(live)
@@ -310,15 +289,12 @@ async fn start(
 
 /// Unregisters the connection; the user's last one records `last_active` and goes offline.
 async fn finish(state: &GatewayState, live: Live) {
-    let hub = state.svc.hub();
-    let last = hub.unregister(&live.handle);
-    if last && !live.handle.anonymous {
-        let now = Timestamp::now();
-        let id = &live.handle.user_id;
-        state.svc.touch_last_active(id, now).await;
-        if !live.invisible {
-            hub.presence_offline(id, now);
-        }
+    let last = state.hub.unregister(&live.handle);
+    if !live.handle.anonymous {
+        let closed = state
+            .svc
+            .connection_closed(&live.handle.user_id, live.invisible, last);
+        closed.await;
     }
     tracing::debug!("disconnected");
 }
@@ -368,7 +344,7 @@ async fn react(ws: &mut WebSocket, state: &GatewayState, handle: &ConnHandle, wa
             match msg {
                 Message::Text(text) => {
                     !is_health_check(text.as_str())
-                        || send_text(ws, health_frame(&handle.conn_id), write_timeout).await
+                        || send_text(ws, health_check(&handle.conn_id, None), write_timeout).await
                 }
                 Message::Binary(_) => {
                     close(ws, &binary_close(), write_timeout).await;

@@ -71,6 +71,8 @@ pub struct ConnLimits {
 pub struct GatewayState {
     /// The users service.
     pub svc: Arc<UsersService>,
+    /// This node's connections.
+    pub hub: Arc<Hub>,
     /// Socket limits.
     pub limits: Arc<ConnLimits>,
     /// Shared seconds clock.
@@ -84,10 +86,16 @@ pub struct GatewayState {
 
 impl GatewayState {
     /// Builds the state from the configuration.
-    pub fn new(svc: Arc<UsersService>, config: &Config, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        svc: Arc<UsersService>,
+        hub: Arc<Hub>,
+        config: &Config,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         let l = &config.limits;
         Self {
             svc,
+            hub,
             limits: Arc::new(ConnLimits {
                 handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
                 write_timeout: Duration::from_secs(l.write_timeout_secs),
@@ -161,7 +169,6 @@ pub fn spawn_liveness(hub: Arc<Hub>, clock: Clock, interval: Duration, idle_time
         loop {
             tick.tick().await;
             let now = clock.now_secs();
-            let created_at = crate::protocol::Timestamp::now().to_wire();
             let limit = hub.queue_frames();
             hub.for_each_conn(|c| {
                 let silent = now.saturating_sub(c.last_seen.load(Ordering::Relaxed));
@@ -169,10 +176,7 @@ pub fn spawn_liveness(hub: Arc<Hub>, clock: Clock, interval: Duration, idle_time
                     c.close_with(None, CloseOrder::raw(CLOSE_GOING_AWAY, "idle timeout"));
                     return;
                 }
-                let frame = format!(
-                    r#"{{"type":"health.check","connection_id":"{}","cid":"*","created_at":"{created_at}"}}"#,
-                    c.conn_id
-                );
+                let frame = crate::protocol::events::health_check(&c.conn_id, None);
                 c.push(frame.into(), limit);
             });
         }

@@ -87,7 +87,7 @@ pub async fn guest(
         }
         let (user, token) = state.svc.create_guest(&body).await?;
         Ok(
-            json!({"access_token": token, "user": state.svc.wire(&user)})
+            json!({"access_token": token, "user": state.svc.wire(&user).await})
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
@@ -126,7 +126,7 @@ async fn write_own(
             (OwnWrite::Partial, _) => svc.partial_update_users(&body, &who).await?,
         };
         let mut out = Map::new();
-        out.insert("users".into(), svc.users_by_id(&users));
+        out.insert("users".into(), svc.users_by_id(&users).await);
         Ok(out)
     }
     .await;
@@ -174,7 +174,7 @@ pub async fn query_users(
         let users = state.svc.query_users(&payload, &who).await?;
         let wants_presence = payload.get("presence").and_then(Value::as_bool) == Some(true);
         if let (true, Some(conn_id)) = (wants_presence, query.get("connection_id")) {
-            if let Some(conn) = state.svc.hub().connection(conn_id) {
+            if let Some(conn) = state.hub.connection(conn_id) {
                 let own = match &who {
                     Caller::User(id) => conn.user_id.as_ref() == id,
                     _ => conn.anonymous,
@@ -184,8 +184,7 @@ pub async fn query_users(
                         .iter()
                         .filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_owned));
                     state
-                        .svc
-                        .hub()
+                        .hub
                         .watch_presence(&conn, ids.collect::<Vec<_>>().into_iter());
                 }
             }

@@ -1,19 +1,18 @@
-//! The realtime hub: who is connected (the connection registry), presence, and the fan-out of
-//! `user.*` events to users' connections, presence watchers and admin subscribers.
+//! The realtime hub of one node: its connection registry (sockets by connection and by user,
+//! the node's limits, who watches whose presence) and the delivery of bus events to those
+//! sockets — frames to a user's connections and to presence watchers, closes when a user is
+//! deleted, deactivated or revoked.
 
 pub mod conn;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use dashmap::DashMap;
-use serde_json::Value;
-use tokio::sync::broadcast;
-
 pub use conn::{CloseOrder, ConnHandle, PushOutcome};
+use dashmap::DashMap;
 
+use crate::events::{EventSink, UserEvent};
 use crate::protocol::{events, Timestamp};
-use crate::users::model::User;
 
 /// Close code a client retries on: the server is going away.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -36,7 +35,6 @@ pub struct Hub {
     by_user: DashMap<Arc<str>, Vec<Arc<ConnHandle>>>,
     by_conn: DashMap<Arc<str>, Weak<ConnHandle>>,
     watchers: DashMap<String, Vec<Weak<ConnHandle>>>,
-    admin_tx: broadcast::Sender<Arc<str>>,
     live: AtomicUsize,
     max_total: usize,
     max_per_user: usize,
@@ -46,12 +44,10 @@ pub struct Hub {
 impl Hub {
     /// A hub with the given connection limits and per-connection queue bound.
     pub fn new(max_total: usize, max_per_user: usize, queue_frames: usize) -> Self {
-        let (admin_tx, _) = broadcast::channel(1024);
         Self {
             by_user: DashMap::new(),
             by_conn: DashMap::new(),
             watchers: DashMap::new(),
-            admin_tx,
             live: AtomicUsize::new(0),
             max_total,
             max_per_user,
@@ -140,20 +136,11 @@ impl Hub {
         }
     }
 
-    /// A new receiver of every event, for an admin subscriber.
-    pub fn subscribe_admin(&self) -> broadcast::Receiver<Arc<str>> {
-        self.admin_tx.subscribe()
-    }
-
     fn user_conns(&self, user_id: &str) -> Vec<Arc<ConnHandle>> {
         self.by_user
             .get(user_id)
             .map(|l| l.clone())
             .unwrap_or_default()
-    }
-
-    fn to_admins(&self, frame: &Arc<str>) {
-        let _ = self.admin_tx.send(frame.clone());
     }
 
     fn send(&self, conn: &ConnHandle, frame: &Arc<str>) {
@@ -167,43 +154,15 @@ impl Hub {
         }
     }
 
-    /// `user.updated`: to every connection of the user and to admin subscribers.
-    pub fn user_updated(&self, user: &User) {
-        let frame = events::user_event("user.updated", user, self.is_online(&user.id), None);
-        for c in self.user_conns(&user.id) {
-            self.send(&c, &frame);
+    fn send_to_user(&self, user_id: &str, frame: &Arc<str>) {
+        for c in self.user_conns(user_id) {
+            self.send(&c, frame);
         }
-        self.to_admins(&frame);
-    }
-
-    /// `user.deleted`: the user's connections get the event and are closed for good.
-    pub fn user_deleted(&self, user: &User, hard: bool, mark_messages_deleted: bool) {
-        let extra = serde_json::json!({"hard_delete": hard, "mark_messages_deleted": mark_messages_deleted});
-        let frame = events::user_event("user.deleted", user, false, Some(extra));
-        self.end_user(&user.id, Some(&frame), 16, "the user was deleted");
-        self.to_admins(&frame);
-    }
-
-    /// `user.deactivated`: the user's connections get the event and are closed for good.
-    pub fn user_deactivated(&self, user: &User, created_by: Option<&User>) {
-        let extra =
-            serde_json::json!({"created_by": created_by.map(|u| Value::Object(u.to_wire(false)))});
-        let frame = events::user_event("user.deactivated", user, false, Some(extra));
-        self.end_user(&user.id, Some(&frame), 17, "the user was deactivated");
-        self.to_admins(&frame);
-    }
-
-    /// `user.reactivated`: to admin subscribers (the user has no connection yet).
-    pub fn user_reactivated(&self, user: &User, created_by: Option<&User>) {
-        let extra =
-            serde_json::json!({"created_by": created_by.map(|u| Value::Object(u.to_wire(false)))});
-        let frame = events::user_event("user.reactivated", user, false, Some(extra));
-        self.to_admins(&frame);
     }
 
     /// Ends the connections of `user_id` (or of every user when `None`) whose token was issued
     /// before `before` or carries no `iat`, with a code-40 error frame.
-    pub fn revoke(&self, user_id: Option<&str>, before: Timestamp) {
+    fn revoke(&self, user_id: Option<&str>, before: Timestamp) {
         let frame = events::connection_error(
             40,
             "This token has been revoked, please generate a new token",
@@ -226,7 +185,7 @@ impl Hub {
 
     /// The back end took a guest's id over: the connections made with a guest's token end
     /// with code 40, as a revoked token's do.
-    pub fn end_guest_sessions(&self, user_id: &str) {
+    fn end_guest_sessions(&self, user_id: &str) {
         let frame = events::connection_error(40, "This guest token is no longer valid", 401);
         for c in self.user_conns(user_id).iter().filter(|c| c.guest_token) {
             c.close_with(
@@ -242,15 +201,9 @@ impl Hub {
         }
     }
 
-    /// Presence changed: to admin subscribers and to connections watching the user.
-    /// Invisible users stay offline to others.
-    pub fn presence_changed(&self, user: &User, online: bool) {
-        if user.invisible {
-            return;
-        }
-        let frame = events::presence_event(user, online);
-        self.to_admins(&frame);
-        let watchers: Vec<Arc<ConnHandle>> = match self.watchers.get_mut(&user.id) {
+    /// A presence change: to the connections watching the user (not the user's own).
+    fn to_watchers(&self, user_id: &str, frame: &Arc<str>) {
+        let watchers: Vec<Arc<ConnHandle>> = match self.watchers.get_mut(user_id) {
             None => Vec::new(),
             Some(mut list) => {
                 list.retain(|w| w.strong_count() > 0);
@@ -258,8 +211,8 @@ impl Hub {
             }
         };
         for c in watchers {
-            if c.user_id.as_ref() != user.id {
-                self.send(&c, &frame);
+            if c.user_id.as_ref() != user_id {
+                self.send(&c, frame);
             }
         }
     }
@@ -273,19 +226,34 @@ impl Hub {
         }
     }
 
-    /// The user's last connection closed: presence goes offline.
-    pub fn presence_offline(&self, user_id: &str, at: Timestamp) {
-        let mut user = User::new(user_id, at);
-        user.last_active = Some(at);
-        self.presence_changed(&user, false);
-    }
-
     /// Closes every connection with 1001 (shutdown).
     pub fn close_all(&self, reason: &str) {
         for entry in self.by_user.iter() {
             for c in entry.value() {
                 c.close_with(None, CloseOrder::raw(CLOSE_GOING_AWAY, reason));
             }
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, event: &UserEvent, frame: Option<&Arc<str>>) {
+        match (event, frame) {
+            (UserEvent::Updated { user, .. }, Some(frame)) => self.send_to_user(&user.id, frame),
+            (UserEvent::Deleted { user, .. }, frame) => {
+                self.end_user(&user.id, frame, 16, "the user was deleted")
+            }
+            (UserEvent::Deactivated { user, .. }, frame) => {
+                self.end_user(&user.id, frame, 17, "the user was deactivated")
+            }
+            (UserEvent::PresenceChanged { user_id, .. }, Some(frame)) => {
+                self.to_watchers(user_id, frame)
+            }
+            (UserEvent::TokensRevoked { user_id, before }, _) => {
+                self.revoke(user_id.as_deref(), *before)
+            }
+            (UserEvent::GuestTakenOver { user_id }, _) => self.end_guest_sessions(user_id),
+            _ => {}
         }
     }
 }

@@ -22,15 +22,27 @@ pub fn user_event(kind: &str, user: &User, online: bool, extra: Option<Value>) -
 }
 
 /// `user.presence.changed`.
-pub fn presence_event(user: &User, online: bool) -> Arc<str> {
-    let last_active = user.last_active.map(|t| t.to_wire());
+pub fn presence_event(user_id: &str, online: bool, last_active: Option<Timestamp>) -> Arc<str> {
     json!({
         "type": "user.presence.changed",
-        "user": {"id": user.id, "online": online, "last_active": last_active},
+        "user": {"id": user_id, "online": online, "last_active": last_active.map(|t| t.to_wire())},
         "created_at": Timestamp::now().to_wire(),
     })
     .to_string()
     .into()
+}
+
+/// A `health.check` frame: the first frame of a connection carries `me`, the others not.
+pub fn health_check(conn_id: &str, me: Option<Map<String, Value>>) -> String {
+    let mut m = Map::new();
+    m.insert("type".into(), json!("health.check"));
+    m.insert("connection_id".into(), json!(conn_id));
+    m.insert("cid".into(), json!("*"));
+    m.insert("created_at".into(), json!(Timestamp::now().to_wire()));
+    if let Some(me) = me {
+        m.insert("me".into(), Value::Object(me));
+    }
+    Value::Object(m).to_string()
 }
 
 /// A `connection.error` frame.

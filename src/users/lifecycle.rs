@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::events::UserEvent;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, Task, UserChange};
 use crate::users::model::{validate_id, User};
@@ -133,7 +134,11 @@ impl UsersService {
             })
             .await
             .map_err(|e| e.in_operation(op))?;
-        self.hub.user_deleted(&user, hard, mark_messages_deleted);
+        self.publish(UserEvent::Deleted {
+            user: user.clone(),
+            hard,
+            mark_messages_deleted,
+        });
         Ok(user)
     }
 
@@ -196,7 +201,11 @@ impl UsersService {
                 })
                 .await?;
             for u in &users {
-                self.hub.user_deleted(u, mode == DeleteMode::Hard, false);
+                self.publish(UserEvent::Deleted {
+                    user: u.clone(),
+                    hard: mode == DeleteMode::Hard,
+                    mark_messages_deleted: false,
+                });
             }
             Ok(result)
         };
@@ -243,7 +252,7 @@ impl UsersService {
             .await
             .map_err(|e| e.in_operation(op))?;
         for u in &users {
-            self.hub.user_updated(u);
+            self.publish_updated(u).await;
         }
         Ok(())
     }
@@ -288,7 +297,10 @@ impl UsersService {
             })
             .await?;
         for u in &users {
-            self.hub.user_deactivated(u, by.as_ref());
+            self.publish(UserEvent::Deactivated {
+                user: u.clone(),
+                created_by: by.clone(),
+            });
         }
         Ok(users)
     }
@@ -312,7 +324,12 @@ impl UsersService {
             .deactivate(&ids, body)
             .await
             .map_err(|e| e.in_operation(op))?;
-        let list: Vec<Value> = users.iter().map(|u| Value::Object(self.wire(u))).collect();
+        let list: Vec<Value> = self
+            .wire_all(&users)
+            .await
+            .into_iter()
+            .map(Value::Object)
+            .collect();
         let mut result = Map::new();
         result.insert("users".into(), Value::Array(list));
         self.completed_task(result).await
@@ -362,7 +379,10 @@ impl UsersService {
             })
             .await?;
         for u in &users {
-            self.hub.user_reactivated(u, by.as_ref());
+            self.publish(UserEvent::Reactivated {
+                user: u.clone(),
+                created_by: by.clone(),
+            });
         }
         Ok(users)
     }
@@ -387,7 +407,12 @@ impl UsersService {
             .reactivate(&ids, None, body)
             .await
             .map_err(|e| e.in_operation(op))?;
-        let list: Vec<Value> = users.iter().map(|u| Value::Object(self.wire(u))).collect();
+        let list: Vec<Value> = self
+            .wire_all(&users)
+            .await
+            .into_iter()
+            .map(Value::Object)
+            .collect();
         let mut result = Map::new();
         result.insert("users".into(), Value::Array(list));
         self.completed_task(result).await
@@ -402,7 +427,7 @@ impl UsersService {
             .await
             .map_err(|e| e.in_operation(op))?
             .ok_or_else(|| missing(id).in_operation(op))?;
-        Ok(json!({"user": self.wire(&stored.user), "messages": [], "reactions": []}))
+        Ok(json!({"user": self.wire(&stored.user).await, "messages": [], "reactions": []}))
     }
 
     /// `POST /export/users`: exports up to 25 users; the task result holds a URL, built by
@@ -417,7 +442,9 @@ impl UsersService {
         let mut users = Vec::new();
         for id in &ids {
             if let Some(s) = self.load(id).await.map_err(|e| e.in_operation(op))? {
-                users.push(json!({"user": self.wire(&s.user), "messages": [], "reactions": []}));
+                users.push(
+                    json!({"user": self.wire(&s.user).await, "messages": [], "reactions": []}),
+                );
             }
         }
         let export_id = uuid::Uuid::new_v4().to_string();

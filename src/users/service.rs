@@ -1,6 +1,6 @@
 //! The users service: writes that follow the rules of the spec (§5), run against the store as
 //! single atomic batches, retried when a concurrent writer got there first, and published to
-//! the hub once durable.
+//! the event bus once durable.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use crate::auth::{self, Identity, Secret, TokenClaims};
-use crate::hub::Hub;
+use crate::events::{EventBus, UserEvent};
+use crate::presence::Presence;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, NameScope, Store, StoreError, StoredUser, UserChange};
 use crate::users::model::{user_id_of, validate_id, SettableFields, User, SERVER_OWNED_FIELDS};
@@ -43,7 +44,8 @@ pub enum Caller {
 /// The users service.
 pub struct UsersService {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) hub: Arc<Hub>,
+    bus: Arc<dyn EventBus>,
+    presence: Arc<dyn Presence>,
     settings: RwLock<AppSettings>,
     settings_write: tokio::sync::Mutex<()>,
     secret: Secret,
@@ -146,17 +148,19 @@ fn same_teams(a: &[String], b: &[String]) -> bool {
 }
 
 impl UsersService {
-    /// A service over `store`, publishing to `hub`.
+    /// A service over `store`, publishing to `bus`, with `presence` telling who is online.
     pub async fn new(
         store: Arc<dyn Store>,
-        hub: Arc<Hub>,
+        bus: Arc<dyn EventBus>,
+        presence: Arc<dyn Presence>,
         api_key: String,
         secret: Secret,
     ) -> Result<Self, ApiError> {
         let settings = store.app_settings().await.map_err(store_error)?;
         Ok(Self {
             store,
-            hub,
+            bus,
+            presence,
             settings: RwLock::new(AppSettings::from_stored(settings)),
             settings_write: tokio::sync::Mutex::new(()),
             secret,
@@ -177,9 +181,23 @@ impl UsersService {
         &self.api_key
     }
 
-    /// The hub events go to.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    /// Publishes an event on the bus.
+    pub(crate) fn publish(&self, event: UserEvent) {
+        self.bus.publish(event);
+    }
+
+    /// Whether the user is online.
+    pub async fn is_online(&self, user_id: &str) -> bool {
+        self.presence.online(&[user_id]).await.first() == Some(&true)
+    }
+
+    /// Publishes `user.updated` for a written user.
+    pub(crate) async fn publish_updated(&self, user: &User) {
+        let online = self.is_online(&user.id).await;
+        self.publish(UserEvent::Updated {
+            user: user.clone(),
+            online,
+        });
     }
 
     /// Verifies a token's signature and claims (honouring `disable_auth_checks`); reads
@@ -269,17 +287,30 @@ impl UsersService {
     }
 
     /// Users keyed by id, each in its wire form: the `users` object of write responses.
-    pub fn users_by_id(&self, users: &[User]) -> Value {
-        let mut m = Map::new();
-        for u in users {
-            m.insert(u.id.clone(), Value::Object(self.wire(u)));
-        }
+    pub async fn users_by_id(&self, users: &[User]) -> Value {
+        let wire = self.wire_all(users).await;
+        let m: Map<String, Value> = users
+            .iter()
+            .zip(wire)
+            .map(|(u, w)| (u.id.clone(), Value::Object(w)))
+            .collect();
         Value::Object(m)
     }
 
+    /// Users in their wire form with live presence, in order.
+    pub async fn wire_all(&self, users: &[User]) -> Vec<Map<String, Value>> {
+        let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+        let online = self.presence.online(&ids).await;
+        users
+            .iter()
+            .zip(online)
+            .map(|(u, online)| u.to_wire(online))
+            .collect()
+    }
+
     /// A user's wire form with live presence.
-    pub fn wire(&self, user: &User) -> Map<String, Value> {
-        user.to_wire(self.hub.is_online(&user.id))
+    pub async fn wire(&self, user: &User) -> Map<String, Value> {
+        user.to_wire(self.is_online(&user.id).await)
     }
 
     /// `POST /users`: full replace of up to 100 users, all or nothing.
@@ -366,17 +397,19 @@ impl UsersService {
             .map_err(|e| e.in_operation(op))?;
         let mut users = Vec::with_capacity(written.len());
         for (u, taken_over) in written {
-            self.publish_update(&u, taken_over);
+            self.publish_update(&u, taken_over).await;
             users.push(u);
         }
         Ok(users)
     }
 
     /// Publishes a written user; a guest taken over by the back end loses its guest sessions.
-    fn publish_update(&self, user: &User, taken_over: bool) {
-        self.hub.user_updated(user);
+    async fn publish_update(&self, user: &User, taken_over: bool) {
+        self.publish_updated(user).await;
         if taken_over {
-            self.hub.end_guest_sessions(&user.id);
+            self.publish(UserEvent::GuestTakenOver {
+                user_id: user.id.clone(),
+            });
         }
     }
 
@@ -506,9 +539,12 @@ impl UsersService {
             .map_err(|e| e.in_operation(op))?;
         let mut users = Vec::with_capacity(written.len());
         for (u, revoke, taken_over) in written {
-            self.publish_update(&u, taken_over);
+            self.publish_update(&u, taken_over).await;
             if let Some(before) = revoke {
-                self.hub.revoke(Some(&u.id), before);
+                self.publish(UserEvent::TokensRevoked {
+                    user_id: Some(u.id.clone()),
+                    before,
+                });
             }
             users.push(u);
         }
@@ -573,7 +609,7 @@ impl UsersService {
             })
             .await?;
         if changed {
-            self.hub.user_updated(&user);
+            self.publish_updated(&user).await;
         }
         Ok((user, changed))
     }
@@ -632,7 +668,7 @@ impl UsersService {
             })
             .await
             .map_err(|e| e.in_operation(op))?;
-        self.hub.user_updated(&user);
+        self.publish_updated(&user).await;
         let token = self.mint_guest_token(&user.id);
         Ok((user, token))
     }
@@ -654,10 +690,11 @@ impl UsersService {
             Caller::User(id) => Some(id.as_str()),
             _ => None,
         };
+        let wire = self.wire_all(&users).await;
         Ok(users
             .iter()
-            .map(|u| {
-                let mut w = self.wire(u);
+            .zip(wire)
+            .map(|(u, mut w)| {
                 if *caller != Caller::Server {
                     w.remove("revoke_tokens_issued_before");
                     if me != Some(u.id.as_str()) {
@@ -687,12 +724,55 @@ impl UsersService {
             .map_err(|e| store_error(e).in_operation(op))?;
         let revoke = next.revoke_before();
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.publish(UserEvent::AppSettingsChanged);
         if patch.contains_key("revoke_tokens_issued_before") {
             if let Some(before) = revoke {
-                self.hub.revoke(None, before);
+                self.publish(UserEvent::TokensRevoked {
+                    user_id: None,
+                    before,
+                });
             }
         }
         Ok(())
+    }
+
+    /// A connection of `user` was admitted on this node (`first_here`: the node held none of
+    /// theirs). Announces that the user came online (invisible users stay offline to
+    /// others) and records the activity unless the connect's own write did.
+    pub async fn connection_opened(
+        &self,
+        user: &User,
+        first_here: bool,
+        activity_recorded: bool,
+        at: Timestamp,
+    ) {
+        if self.presence.opened(&user.id, first_here).await && !user.invisible {
+            self.publish(UserEvent::PresenceChanged {
+                user_id: user.id.clone(),
+                online: true,
+                last_active: Some(at),
+            });
+        }
+        if !activity_recorded {
+            self.touch_last_active(&user.id, at).await;
+        }
+    }
+
+    /// A connection of `user_id` on this node closed (`last_here`: none is left here). When
+    /// the user went offline, records the activity and announces it.
+    pub async fn connection_closed(&self, user_id: &str, invisible: bool, last_here: bool) {
+        if !self.presence.closed(user_id, last_here).await {
+            return;
+        }
+        let now = Timestamp::now();
+        self.touch_last_active(user_id, now).await;
+        if !invisible {
+            self.publish(UserEvent::PresenceChanged {
+                user_id: user_id.to_owned(),
+                online: false,
+                last_active: Some(now),
+            });
+        }
     }
 
     /// Records a user's last activity (connect, last disconnect).

@@ -6,6 +6,7 @@ mod common;
 
 mod app_settings;
 mod auth;
+mod bus;
 mod envelope;
 mod lifecycle;
 mod partial;

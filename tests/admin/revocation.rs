@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use chat_gateway::admin::ops::{dispatch, OpRequest};
 use chat_gateway::auth::{Identity, Secret};
+use chat_gateway::events::{EventBus, LocalBus};
 use chat_gateway::hub::Hub;
+use chat_gateway::presence::LocalPresence;
 use chat_gateway::protocol::{ErrorCode, Timestamp};
 use chat_gateway::store::SledStore;
 use chat_gateway::users::UsersService;
@@ -91,8 +93,11 @@ impl Service {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
         let hub = Arc::new(Hub::new(100, 10, 16));
+        let bus = Arc::new(LocalBus::new());
+        bus.subscribe(hub.clone());
+        let presence = Arc::new(LocalPresence::new(hub));
         let secret = Secret::new("revocation-secret");
-        let svc = UsersService::new(store, hub, "k".into(), secret.clone())
+        let svc = UsersService::new(store, bus, presence, "k".into(), secret.clone())
             .await
             .unwrap();
         Self {

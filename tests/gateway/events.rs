@@ -136,6 +136,12 @@ async fn presence_reaches_connections_that_asked_for_it() {
     let ev = expect_event(&mut w, "user.presence.changed", Duration::from_secs(5)).await;
     assert_eq!(ev["user"]["id"], friend.as_str());
     assert_eq!(ev["user"]["online"], true);
+    let (status, _, body) = s.public_with(Method::GET, &path, None, &creds).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["users"][0]["online"], true,
+        "the watcher's query sees the friend online"
+    );
     drop(f);
     let ev = expect_event(&mut w, "user.presence.changed", Duration::from_secs(5)).await;
     assert_eq!(ev["user"]["online"], false);

@@ -1,0 +1,204 @@
+//! Typed user events and the bus they travel on. The users service publishes what happened
+//! (a user updated, deleted, deactivated, reactivated, a presence change, a revocation, ...);
+//! subscribers turn events into frames for the sockets they serve: the hub for client
+//! connections, the admin feed for admin subscribers.
+//!
+//! [`LocalBus`] is the in-process bus: `publish` hands the event to every subscriber before
+//! it returns, so a subscriber that closes sockets (the hub, on a delete) has done so by the
+//! time the publisher answers its caller. A bus spanning several nodes keeps that for the
+//! publishing node and delivers to the others after the write commits.
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::{json, Value};
+
+use crate::protocol::{events, Timestamp};
+use crate::users::model::User;
+
+/// Something that happened to a user (or to every user), as its subscribers need it.
+#[derive(Debug, Clone)]
+pub enum UserEvent {
+    /// The user was written: `user.updated`.
+    Updated {
+        /// The user as written.
+        user: User,
+        /// Whether the user is online.
+        online: bool,
+    },
+    /// The user was deleted: `user.deleted`; its connections end.
+    Deleted {
+        /// The user, `deleted_at` set.
+        user: User,
+        /// Hard delete.
+        hard: bool,
+        /// The delete's `mark_messages_deleted`.
+        mark_messages_deleted: bool,
+    },
+    /// The user was deactivated: `user.deactivated`; its connections end.
+    Deactivated {
+        /// The user, `deactivated_at` set.
+        user: User,
+        /// Who deactivated it.
+        created_by: Option<User>,
+    },
+    /// The user was reactivated: `user.reactivated`.
+    Reactivated {
+        /// The user.
+        user: User,
+        /// Who reactivated it.
+        created_by: Option<User>,
+    },
+    /// The user came online or went offline (never published for invisible users).
+    PresenceChanged {
+        /// The user.
+        user_id: String,
+        /// Online now.
+        online: bool,
+        /// Last activity.
+        last_active: Option<Timestamp>,
+    },
+    /// Tokens issued before `before` (or without `iat`) are revoked: of one user, or of
+    /// every user when `user_id` is `None`. Their connections end with code 40.
+    TokensRevoked {
+        /// The user, or every user.
+        user_id: Option<String>,
+        /// The cutoff.
+        before: Timestamp,
+    },
+    /// The back end made a guest something else: connections made with the guest's token
+    /// end with code 40.
+    GuestTakenOver {
+        /// The user.
+        user_id: String,
+    },
+    /// The app settings changed.
+    AppSettingsChanged,
+}
+
+impl UserEvent {
+    /// The `user.*` frame this event is on the wire, for clients and admin subscribers;
+    /// `None` for events no client frame describes.
+    pub fn frame(&self) -> Option<Arc<str>> {
+        let created_by = |by: &Option<User>| json!({"created_by": by.as_ref().map(|u| Value::Object(u.to_wire(false)))});
+        Some(match self {
+            Self::Updated { user, online } => {
+                events::user_event("user.updated", user, *online, None)
+            }
+            Self::Deleted {
+                user,
+                hard,
+                mark_messages_deleted,
+            } => {
+                let extra =
+                    json!({"hard_delete": hard, "mark_messages_deleted": mark_messages_deleted});
+                events::user_event("user.deleted", user, false, Some(extra))
+            }
+            Self::Deactivated {
+                user,
+                created_by: by,
+            } => events::user_event("user.deactivated", user, false, Some(created_by(by))),
+            Self::Reactivated {
+                user,
+                created_by: by,
+            } => events::user_event("user.reactivated", user, false, Some(created_by(by))),
+            Self::PresenceChanged {
+                user_id,
+                online,
+                last_active,
+            } => events::presence_event(user_id, *online, *last_active),
+            Self::TokensRevoked { .. } | Self::GuestTakenOver { .. } | Self::AppSettingsChanged => {
+                return None
+            }
+        })
+    }
+}
+
+/// A subscriber of the bus on this node.
+pub trait EventSink: Send + Sync {
+    /// Takes one event; `frame` is its rendering ([`UserEvent::frame`]), made once for all
+    /// subscribers. Must not block: it runs inside the publisher's call.
+    fn deliver(&self, event: &UserEvent, frame: Option<&Arc<str>>);
+}
+
+/// Where the users service publishes events.
+pub trait EventBus: Send + Sync {
+    /// Publishes an event; every subscriber on this node has taken it when this returns.
+    fn publish(&self, event: UserEvent);
+    /// Adds a subscriber on this node.
+    fn subscribe(&self, sink: Arc<dyn EventSink>);
+}
+
+/// The in-process bus of a single node.
+#[derive(Default)]
+pub struct LocalBus {
+    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+}
+
+impl LocalBus {
+    /// A bus without subscribers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, event: UserEvent) {
+        let sinks = self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let frame = event.frame();
+        for sink in &sinks {
+            sink.deliver(&event, frame.as_ref());
+        }
+    }
+
+    fn subscribe(&self, sink: Arc<dyn EventSink>) {
+        self.sinks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, Option<String>)>>);
+
+    impl EventSink for Recorder {
+        fn deliver(&self, event: &UserEvent, frame: Option<&Arc<str>>) {
+            let kind = format!("{event:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            self.0
+                .lock()
+                .unwrap()
+                .push((kind, frame.map(|f| f.to_string())));
+        }
+    }
+
+    #[test]
+    fn every_subscriber_gets_each_event_before_publish_returns() {
+        let bus = LocalBus::new();
+        let (a, b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+        bus.subscribe(a.clone());
+        bus.subscribe(b.clone());
+        let user = User::new("alice", Timestamp::now());
+        bus.publish(UserEvent::Updated { user, online: true });
+        bus.publish(UserEvent::TokensRevoked {
+            user_id: None,
+            before: Timestamp::now(),
+        });
+        for r in [&a, &b] {
+            let got = r.0.lock().unwrap().clone();
+            assert_eq!(got.len(), 2);
+            let frame: Value = serde_json::from_str(got[0].1.as_deref().unwrap()).unwrap();
+            assert_eq!(frame["type"], "user.updated");
+            assert_eq!(frame["user"]["online"], true);
+            assert_eq!(got[1], ("TokensRevoked".to_owned(), None));
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Presence: whether a user is online, and when a connection makes a user come online or go
+//! offline. The node-local registry (the hub) knows this node's sockets; a [`Presence`]
+//! knows the user's connections everywhere. On one node the two agree, and
+//! [`LocalPresence`] reads the hub; a cluster implementation keeps the counts in the shared
+//! store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::hub::Hub;
+
+/// Who is online.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// A connection of `user_id` was opened on this node; `first_here`: the node had none
+    /// before. Returns whether the user came online.
+    async fn opened(&self, user_id: &str, first_here: bool) -> bool;
+    /// A connection of `user_id` on this node closed; `last_here`: the node has none left.
+    /// Returns whether the user went offline.
+    async fn closed(&self, user_id: &str, last_here: bool) -> bool;
+    /// Whether each of `ids` is online, in order.
+    async fn online(&self, ids: &[&str]) -> Vec<bool>;
+}
+
+/// Presence of a single node: a user is online while this node holds a connection of theirs.
+pub struct LocalPresence {
+    hub: Arc<Hub>,
+}
+
+impl LocalPresence {
+    /// Presence read off `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+#[async_trait]
+impl Presence for LocalPresence {
+    async fn opened(&self, _user_id: &str, first_here: bool) -> bool {
+        first_here
+    }
+
+    async fn closed(&self, _user_id: &str, last_here: bool) -> bool {
+        last_here
+    }
+
+    async fn online(&self, ids: &[&str]) -> Vec<bool> {
+        ids.iter().map(|id| self.hub.is_online(id)).collect()
+    }
+}
