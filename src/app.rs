@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::feed::AdminFeed;
-use crate::admin::rest::AdminState;
+use crate::admin::AdminState;
 use crate::auth::Secret;
 use crate::config::Config;
 use crate::events::{EventBus, LocalBus};

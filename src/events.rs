@@ -82,7 +82,7 @@ impl UserEvent {
         let created_by = |by: &Option<User>| json!({"created_by": by.as_ref().map(|u| Value::Object(u.to_wire(false)))});
         Some(match self {
             Self::Updated { user, online } => {
-                events::user_event("user.updated", user, *online, None)
+                events::user_event("user.updated", user.to_wire(*online), None)
             }
             Self::Deleted {
                 user,
@@ -91,16 +91,24 @@ impl UserEvent {
             } => {
                 let extra =
                     json!({"hard_delete": hard, "mark_messages_deleted": mark_messages_deleted});
-                events::user_event("user.deleted", user, false, Some(extra))
+                events::user_event("user.deleted", user.to_wire(false), Some(extra))
             }
             Self::Deactivated {
                 user,
                 created_by: by,
-            } => events::user_event("user.deactivated", user, false, Some(created_by(by))),
+            } => events::user_event(
+                "user.deactivated",
+                user.to_wire(false),
+                Some(created_by(by)),
+            ),
             Self::Reactivated {
                 user,
                 created_by: by,
-            } => events::user_event("user.reactivated", user, false, Some(created_by(by))),
+            } => events::user_event(
+                "user.reactivated",
+                user.to_wire(false),
+                Some(created_by(by)),
+            ),
             Self::PresenceChanged {
                 user_id,
                 online,

@@ -7,3 +7,22 @@ pub mod rest;
 pub mod ws;
 
 pub use rest::router;
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::users::UsersService;
+
+/// What the admin routes and the admin WebSocket share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The users service.
+    pub svc: Arc<UsersService>,
+    /// Events for admin WebSocket subscribers.
+    pub feed: Arc<feed::AdminFeed>,
+    /// Prometheus renderer.
+    pub metrics: Option<PrometheusHandle>,
+    /// Becomes true when the gateway shuts down (admin WebSockets close).
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}

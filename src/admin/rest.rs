@@ -11,26 +11,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::ops::{dispatch, OpRequest};
+use super::AdminState;
 use crate::auth::Identity;
 use crate::http::{self, Credentials, JsonBody, PathId, RateLimiter};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::users::UsersService;
-
-/// What the admin routes share.
-#[derive(Clone)]
-pub struct AdminState {
-    /// The users service.
-    pub svc: Arc<UsersService>,
-    /// Events for admin WebSocket subscribers.
-    pub feed: Arc<crate::admin::feed::AdminFeed>,
-    /// Prometheus renderer.
-    pub metrics: Option<PrometheusHandle>,
-    /// Becomes true when the gateway shuts down (admin WebSockets close).
-    pub stop: tokio::sync::watch::Receiver<bool>,
-}
 
 /// Checks the server token on an admin request: api key, auth type and a server token.
 pub async fn require_server(svc: &UsersService, creds: &Credentials) -> Result<(), ApiError> {

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use super::ops::{dispatch, OpRequest};
-use super::rest::AdminState;
+use super::AdminState;
 use crate::hub::{CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN};
 use crate::protocol::ApiError;
 
@@ -59,7 +59,7 @@ async fn serve(mut ws: WebSocket, state: AdminState, base_url: String) {
                 let msg = match msg {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
-                        if let Some(order) = crate::gateway::connection::read_error_close(&e) {
+                        if let Some(order) = crate::protocol::close::read_error_close(&e) {
                             let frame = CloseFrame {
                                 code: order.code,
                                 reason: Utf8Bytes::from(order.reason),

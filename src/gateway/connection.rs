@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::handshake::{self, ConnectRequest, Connected, Identified};
 use super::GatewayState;
 use crate::hub::{CloseOrder, ConnHandle, RegisterError, CLOSE_TRY_AGAIN};
+use crate::protocol::close::read_error_close;
 use crate::protocol::events::{connection_error, health_check};
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 
@@ -34,21 +35,6 @@ async fn close(ws: &mut WebSocket, order: &CloseOrder, timeout: Duration) {
 /// The close for a binary frame: only text frames carry the protocol.
 fn binary_close() -> CloseOrder {
     CloseOrder::raw(1003, "binary frames are not supported")
-}
-
-/// The close a frame the server cannot take calls for (RFC 6455 7.4.1): 1007 for text that is
-/// not UTF-8, 1009 for a frame or message over the limits, 1002 for other protocol errors.
-/// `None` when the socket itself failed and nothing can be sent.
-pub(crate) fn read_error_close(e: &axum::Error) -> Option<CloseOrder> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let order = match std::error::Error::source(e)?.downcast_ref::<WsError>()? {
-        WsError::Utf8(_) => CloseOrder::raw(1007, "text frames must be UTF-8"),
-        WsError::Capacity(_) => CloseOrder::raw(1009, "frame or message too big"),
-        WsError::Protocol(_) => CloseOrder::raw(1002, "protocol error"),
-        _ => return None,
-    };
-    tracing::debug!(error = %e, code = order.code, "closing on a bad frame");
-    Some(order)
 }
 
 /// Refuses a connect: one `connection.error` frame, then close 1000 with a JSON reason.

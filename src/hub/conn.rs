@@ -7,40 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-/// How a connection is to be closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseOrder {
-    /// WebSocket close code.
-    pub code: u16,
-    /// Close reason (at most 123 bytes).
-    pub reason: String,
-}
-
-impl CloseOrder {
-    /// Close 1000 with a JSON reason `{"code":..,"message":..}` trimmed to fit 123 bytes.
-    pub fn normal(code: i32, message: &str) -> Self {
-        let mut msg: String = message.to_owned();
-        loop {
-            let reason = serde_json::json!({"code": code, "message": msg}).to_string();
-            if reason.len() <= 123 || msg.is_empty() {
-                return Self {
-                    code: super::CLOSE_NORMAL,
-                    reason,
-                };
-            }
-            msg.pop();
-        }
-    }
-
-    /// A close with a plain reason.
-    pub fn raw(code: u16, reason: &str) -> Self {
-        let mut reason = reason.to_owned();
-        while reason.len() > 123 {
-            reason.pop();
-        }
-        Self { code, reason }
-    }
-}
+use crate::protocol::close::{CloseOrder, CLOSE_TRY_AGAIN};
 
 /// Result of queueing a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +93,7 @@ impl ConnHandle {
                 PushOutcome::Closing
             } else if out.frames.len() >= limit {
                 out.frames.clear();
-                out.close = Some(CloseOrder::raw(super::CLOSE_TRY_AGAIN, "slow consumer"));
+                out.close = Some(CloseOrder::raw(CLOSE_TRY_AGAIN, "slow consumer"));
                 self.closing.store(true, Ordering::Release);
                 PushOutcome::Overflowed
             } else {

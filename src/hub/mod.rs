@@ -8,18 +8,12 @@ pub mod conn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-pub use conn::{CloseOrder, ConnHandle, PushOutcome};
+pub use crate::protocol::close::{CloseOrder, CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_TRY_AGAIN};
+pub use conn::{ConnHandle, PushOutcome};
 use dashmap::DashMap;
 
 use crate::events::{EventSink, UserEvent};
 use crate::protocol::{events, Timestamp};
-
-/// Close code a client retries on: the server is going away.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code a client retries on: try again later (overload, slow consumer).
-pub const CLOSE_TRY_AGAIN: u16 = 1013;
-/// Normal close: a permanent refusal, the SDK does not reconnect.
-pub const CLOSE_NORMAL: u16 = 1000;
 
 /// Why a connection could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::protocol::Timestamp;
-use crate::users::model::User;
 
-/// A `user.*` event with the full user, plus extra top-level keys.
-pub fn user_event(kind: &str, user: &User, online: bool, extra: Option<Value>) -> Arc<str> {
+/// A `user.*` event with the full user (its wire form), plus extra top-level keys.
+pub fn user_event(kind: &str, user: Map<String, Value>, extra: Option<Value>) -> Arc<str> {
     let mut m = Map::new();
     m.insert("type".into(), json!(kind));
-    m.insert("user".into(), Value::Object(user.to_wire(online)));
+    m.insert("user".into(), Value::Object(user));
     if let Some(Value::Object(extra)) = extra {
         for (k, v) in extra {
             m.insert(k, v);
