@@ -72,6 +72,7 @@ pub async fn run(
     let admin_state = AdminState {
         svc: svc.clone(),
         feed,
+        write_timeout: Duration::from_secs(limits.write_timeout_secs),
         metrics: crate::telemetry::metrics_handle(),
         stop: stop_rx.clone(),
     };

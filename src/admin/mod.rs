@@ -23,6 +23,8 @@ pub struct AdminState {
     pub feed: Arc<feed::AdminFeed>,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
+    /// Time one write to an admin WebSocket may take.
+    pub write_timeout: std::time::Duration,
     /// Becomes true when the gateway shuts down (admin WebSockets close).
     pub stop: tokio::sync::watch::Receiver<bool>,
 }

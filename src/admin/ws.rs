@@ -6,6 +6,8 @@
 //! `{"id":"8","op":"subscribe"}` starts the event stream: each event arrives as
 //! `{"event":{...}}`. A subscriber that falls behind is closed with 1013.
 
+use std::time::Duration;
+
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -36,23 +38,27 @@ pub async fn upgrade(
         .on_upgrade(move |socket| serve(socket, state, base_url))
 }
 
-async fn send(ws: &mut WebSocket, v: Value) -> bool {
-    ws.send(Message::Text(Utf8Bytes::from(v.to_string())))
-        .await
-        .is_ok()
+/// Sends one message; `false` when the socket failed or the write took longer than
+/// `timeout` (a back end that stopped reading is dropped, not waited for).
+async fn send_within(ws: &mut WebSocket, msg: Message, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, ws.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
-async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close(ws: &mut WebSocket, code: u16, reason: &str, timeout: Duration) {
     let frame = CloseFrame {
         code,
-        reason: Utf8Bytes::from_static(reason),
+        reason: Utf8Bytes::from(reason.to_owned()),
     };
-    let _ = ws.send(Message::Close(Some(frame))).await;
+    send_within(ws, Message::Close(Some(frame)), timeout).await;
 }
 
 async fn serve(mut ws: WebSocket, state: AdminState, base_url: String) {
     let mut stop = state.stop.clone();
     let mut events: Option<broadcast::Receiver<std::sync::Arc<str>>> = None;
+    let timeout = state.write_timeout;
     loop {
         tokio::select! {
             msg = ws.recv() => {
@@ -60,11 +66,7 @@ async fn serve(mut ws: WebSocket, state: AdminState, base_url: String) {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
                         if let Some(order) = crate::protocol::close::read_error_close(&e) {
-                            let frame = CloseFrame {
-                                code: order.code,
-                                reason: Utf8Bytes::from(order.reason),
-                            };
-                            let _ = ws.send(Message::Close(Some(frame))).await;
+                            close(&mut ws, order.code, &order.reason, timeout).await;
                         }
                         return;
                     }
@@ -72,34 +74,43 @@ async fn serve(mut ws: WebSocket, state: AdminState, base_url: String) {
                 };
                 let text = match msg {
                     Message::Text(t) => t,
-                    Message::Close(_) => return,
-                    Message::Binary(_) => return close(&mut ws, 1003, "text frames only").await,
+                    Message::Close(_) => {
+                        // tungstenite queued the close reply; flush it so the client sees a
+                        // clean close instead of 1006.
+                        let flush = futures_util::SinkExt::flush(&mut ws);
+                        let _ = tokio::time::timeout(timeout, flush).await;
+                        return;
+                    }
+                    Message::Binary(_) => {
+                        return close(&mut ws, 1003, "text frames only", timeout).await
+                    }
                     _ => continue,
                 };
                 let reply = match handle(&state, text.as_str(), &base_url, &mut events).await {
                     Some(r) => r,
                     None => continue,
                 };
-                if !send(&mut ws, reply).await {
+                let reply = Message::Text(Utf8Bytes::from(reply.to_string()));
+                if !send_within(&mut ws, reply, timeout).await {
                     return;
                 }
             }
             event = recv_event(&mut events) => match event {
                 Ok(e) => {
                     let frame = format!(r#"{{"event":{e}}}"#);
-                    if ws.send(Message::Text(Utf8Bytes::from(frame))).await.is_err() {
+                    if !send_within(&mut ws, Message::Text(Utf8Bytes::from(frame)), timeout).await {
                         return;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "admin subscriber fell behind");
                     metrics::counter!("gateway_slow_consumer_disconnects").increment(1);
-                    return close(&mut ws, CLOSE_TRY_AGAIN, "slow consumer").await;
+                    return close(&mut ws, CLOSE_TRY_AGAIN, "slow consumer", timeout).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                return close(&mut ws, CLOSE_GOING_AWAY, "server shutting down").await;
+                return close(&mut ws, CLOSE_GOING_AWAY, "server shutting down", timeout).await;
             }
         }
     }

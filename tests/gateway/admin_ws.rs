@@ -153,3 +153,26 @@ async fn a_bad_frame_on_the_admin_socket_gets_a_close_code() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_back_ends_close_is_answered_with_a_close_frame() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let s = TestServer::start().await;
+    let mut sock = admin_socket(&s, &s.server_token).await;
+    let reply = call(&mut sock, json!({"id": "1", "op": "getApp"})).await;
+    assert!(reply["result"]["app"].is_object(), "{reply}");
+    sock.send(tokio_tungstenite::tungstenite::Message::Close(Some(
+        CloseFrame {
+            code: 1000.into(),
+            reason: "done".into(),
+        },
+    )))
+    .await
+    .unwrap();
+    match next(&mut sock, Duration::from_secs(5)).await {
+        Next::Closed(code, _) => assert_eq!(code, 1000),
+        other => panic!("expected the server's close reply, got {other:?}"),
+    }
+    s.stop().await;
+}
