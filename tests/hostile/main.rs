@@ -15,6 +15,7 @@ mod frames;
 mod ids;
 mod limits;
 mod memory;
+mod users;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
