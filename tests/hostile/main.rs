@@ -15,6 +15,7 @@ mod frames;
 mod ids;
 mod limits;
 mod memory;
+mod queries;
 mod users;
 
 use std::io::{Read, Write};
