@@ -57,8 +57,11 @@ pub async fn run(
         limits.max_connections_per_user,
         limits.outbound_queue_frames,
     ));
-    let svc =
-        Arc::new(UsersService::new(store.clone(), hub.clone(), api_key, secret.clone()).await?);
+    let svc = Arc::new(
+        UsersService::new(store.clone(), hub.clone(), api_key, secret.clone())
+            .await?
+            .with_max_answer_bytes(limits.max_query_response_bytes),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin_state = AdminState {

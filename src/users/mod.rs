@@ -3,10 +3,12 @@
 //!
 //! Layout: `model` (the user object and its validation), `bounds` (the size of each field
 //! and of the whole user), `username` (normalisation), `patch` (set/unset paths), `query`
-//! (filters and their bounds), `settings` (app settings), `service` (the service itself:
-//! upsert, partial update, connect, guests, settings, auth checks), `lifecycle` (delete,
-//! deactivate, reactivate, restore, export and their batch tasks).
+//! (filters and their bounds), `answer` (the size bound of a query's answer), `settings`
+//! (app settings), `service` (the service itself: upsert, partial update, connect, guests,
+//! settings, auth checks), `lifecycle` (delete, deactivate, reactivate, restore, export and
+//! their batch tasks).
 
+pub mod answer;
 pub mod bounds;
 pub mod lifecycle;
 pub mod model;

@@ -43,6 +43,9 @@ pub struct UserQuery {
     pub offset: usize,
     /// Whether deactivated users are returned.
     pub include_deactivated: bool,
+    /// Largest page, in bytes of the stored users (`limits.max_query_response_bytes`, set
+    /// by the service; unbounded as parsed).
+    pub max_answer_bytes: usize,
 }
 
 /// A filter expression.
@@ -156,43 +159,71 @@ impl UserQuery {
             limit,
             offset,
             include_deactivated,
+            max_answer_bytes: usize::MAX,
         })
     }
 
     /// Whether a stored user belongs in the result before paging.
     pub fn admits(&self, user: &User) -> bool {
-        if user.deleted_at.is_some() {
-            return false;
-        }
-        if user.deactivated_at.is_some() && !self.include_deactivated {
-            return false;
-        }
-        self.filter.matches(&user.to_wire(false))
+        self.admit(user).is_some()
     }
 
-    /// Sorts matched users and cuts the page.
-    pub fn sort_and_page(&self, mut users: Vec<User>) -> Vec<User> {
-        let keyed: Vec<(Map<String, Value>, User)> =
-            users.drain(..).map(|u| (u.to_wire(false), u)).collect();
-        let mut keyed = keyed;
-        keyed.sort_by(|(a, ua), (b, ub)| {
-            for (field, dir) in &self.sort {
-                let ord = compare_values(lookup(a, field), lookup(b, field));
+    /// The sort keys of a stored user that belongs in the result (before paging), or
+    /// `None`. A scan keeps these and the id, not the user, so its memory does not grow with
+    /// the size of the users it matches.
+    pub fn admit(&self, user: &User) -> Option<SortKeys> {
+        if user.deleted_at.is_some() {
+            return None;
+        }
+        if user.deactivated_at.is_some() && !self.include_deactivated {
+            return None;
+        }
+        let wire = user.to_wire(false);
+        if !self.filter.matches(&wire) {
+            return None;
+        }
+        Some(SortKeys(
+            self.sort
+                .iter()
+                .map(|(field, _)| lookup(&wire, field).cloned())
+                .collect(),
+        ))
+    }
+
+    /// Orders matched items by their sort keys, then by id, and cuts the page.
+    pub fn page<T>(&self, mut matched: Vec<(SortKeys, String, T)>) -> Vec<(String, T)> {
+        matched.sort_by(|(a, ida, _), (b, idb, _)| {
+            for ((_, dir), (ka, kb)) in self.sort.iter().zip(a.0.iter().zip(&b.0)) {
+                let ord = compare_values(ka.as_ref(), kb.as_ref());
                 let ord = if *dir < 0 { ord.reverse() } else { ord };
                 if ord != Ordering::Equal {
                     return ord;
                 }
             }
-            ua.id.cmp(&ub.id)
+            ida.cmp(idb)
         });
-        keyed
+        matched
             .into_iter()
             .skip(self.offset)
             .take(self.limit)
-            .map(|(_, u)| u)
+            .map(|(_, id, item)| (id, item))
             .collect()
     }
+
+    /// Sorts the users that match and cuts the page (in memory; stores use [`Self::admit`]
+    /// and [`Self::page`]).
+    pub fn sort_and_page(&self, users: Vec<User>) -> Vec<User> {
+        let keyed = users
+            .into_iter()
+            .filter_map(|u| Some((self.admit(&u)?, u.id.clone(), u)))
+            .collect();
+        self.page(keyed).into_iter().map(|(_, u)| u).collect()
+    }
 }
+
+/// The values of a user's sort fields, in the order of the query's `sort`.
+#[derive(Debug, Clone)]
+pub struct SortKeys(Vec<Option<Value>>);
 
 fn parse_sort(v: Option<&Value>) -> Result<Vec<(String, i8)>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {

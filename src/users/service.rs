@@ -11,6 +11,7 @@ use crate::auth::{self, Identity, Secret};
 use crate::hub::Hub;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, NameScope, Store, StoreError, StoredUser, UserChange};
+use crate::users::answer::AnswerSize;
 use crate::users::model::{user_id_of, validate_id, SettableFields, User, SERVER_OWNED_FIELDS};
 use crate::users::patch::Patch;
 use crate::users::query::UserQuery;
@@ -46,11 +47,13 @@ pub struct UsersService {
     settings_write: tokio::sync::Mutex<()>,
     secret: Secret,
     api_key: String,
+    max_answer_bytes: usize,
 }
 
 /// Maps a store failure to the wire, in the words of the rules.
 pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
+        StoreError::AnswerTooLarge(max) => crate::users::answer::too_large(max),
         StoreError::Tombstoned(id) => ApiError::new(
             ErrorCode::DoesNotExist,
             format!("the user {id} was deleted"),
@@ -153,7 +156,16 @@ impl UsersService {
             settings_write: tokio::sync::Mutex::new(()),
             secret,
             api_key,
+            max_answer_bytes: crate::config::Config::defaults()
+                .limits
+                .max_query_response_bytes,
         })
+    }
+
+    /// Sets the largest query answer, in bytes of JSON (`limits.max_query_response_bytes`).
+    pub fn with_max_answer_bytes(mut self, max: usize) -> Self {
+        self.max_answer_bytes = max;
+        self
     }
 
     /// The current app settings.
@@ -586,7 +598,8 @@ impl UsersService {
         caller: &Caller,
     ) -> Result<Vec<Map<String, Value>>, ApiError> {
         let op = "QueryUsers";
-        let query = UserQuery::parse(payload).map_err(|e| e.in_operation(op))?;
+        let mut query = UserQuery::parse(payload).map_err(|e| e.in_operation(op))?;
+        query.max_answer_bytes = self.max_answer_bytes;
         let users = self
             .store
             .query_users(&query)
@@ -596,22 +609,23 @@ impl UsersService {
             Caller::User(id) => Some(id.as_str()),
             _ => None,
         };
-        Ok(users
-            .iter()
-            .map(|u| {
-                let mut w = self.wire(u);
-                if *caller != Caller::Server {
-                    w.remove("revoke_tokens_issued_before");
-                    if me != Some(u.id.as_str()) {
-                        if u.invisible {
-                            w.insert("online".into(), Value::Bool(false));
-                        }
-                        w.remove("invisible");
+        let mut answer = AnswerSize::new(self.max_answer_bytes);
+        let mut out = Vec::with_capacity(users.len());
+        for u in &users {
+            let mut w = self.wire(u);
+            if *caller != Caller::Server {
+                w.remove("revoke_tokens_issued_before");
+                if me != Some(u.id.as_str()) {
+                    if u.invisible {
+                        w.insert("online".into(), Value::Bool(false));
                     }
+                    w.remove("invisible");
                 }
-                w
-            })
-            .collect())
+            }
+            answer.add(&w).map_err(|e| e.in_operation(op))?;
+            out.push(w);
+        }
+        Ok(out)
     }
 
     /// `PATCH /app`: validates and merges settings; app-level revocation ends connections.
