@@ -65,7 +65,9 @@ pub async fn run(
     let feed = Arc::new(AdminFeed::new(limits.admin_feed_frames));
     bus.subscribe(feed.clone());
     let presence = Arc::new(LocalPresence::new(hub.clone()));
-    let svc = UsersService::new(store.clone(), bus, presence, api_key, secret.clone()).await?;
+    let svc = UsersService::new(store.clone(), bus, presence, api_key, secret.clone())
+        .await?
+        .with_max_answer_bytes(limits.max_query_response_bytes);
     let svc = Arc::new(svc);
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -70,6 +70,9 @@ pub struct Limits {
     pub shutdown_grace_secs: u64,
     pub requests_per_minute: u32,
     pub connects_per_second_per_ip: u32,
+    pub guests_per_minute_per_ip: u32,
+    pub guests_per_minute: u32,
+    pub max_query_response_bytes: usize,
 }
 
 /// Browser access to the public listener.
@@ -150,6 +153,12 @@ impl Config {
                 "connects_per_second_per_ip",
                 l.connects_per_second_per_ip as usize,
             ),
+            (
+                "guests_per_minute_per_ip",
+                l.guests_per_minute_per_ip as usize,
+            ),
+            ("guests_per_minute", l.guests_per_minute as usize),
+            ("max_query_response_bytes", l.max_query_response_bytes),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -3,6 +3,7 @@
 //! silent connections.
 
 pub mod connection;
+pub mod guest_quota;
 pub mod handshake;
 pub mod rest;
 
@@ -80,6 +81,8 @@ pub struct GatewayState {
     /// Per-IP connect buckets: (window second, count).
     connects: Arc<DashMap<IpAddr, (u64, u32)>>,
     connects_per_second: u32,
+    /// Guest creations allowed per address and in all.
+    pub guests: Arc<guest_quota::GuestQuota>,
     /// Shutdown flag.
     pub stop: watch::Receiver<bool>,
 }
@@ -107,6 +110,10 @@ impl GatewayState {
             clock: Clock::new(),
             connects: Arc::new(DashMap::new()),
             connects_per_second: l.connects_per_second_per_ip,
+            guests: Arc::new(guest_quota::GuestQuota::new(
+                l.guests_per_minute_per_ip,
+                l.guests_per_minute,
+            )),
             stop,
         }
     }

@@ -2,9 +2,10 @@
 //! Anonymous callers may only query.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
@@ -71,9 +72,11 @@ fn respond(result: Result<Map<String, Value>, ApiError>, started: Instant) -> Re
     }
 }
 
-/// `POST /guest`: no token needed; the gateway mints one for the new guest.
+/// `POST /guest`: no token needed; the gateway mints one for the new guest. Each request
+/// with the right api key counts against the guest quota of its address and of the listener.
 pub async fn guest(
     State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
@@ -85,6 +88,7 @@ pub async fn guest(
         if creds.api_key.as_deref() != Some(state.svc.api_key()) {
             return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found"));
         }
+        state.guests.admit(peer.ip())?;
         let (user, token) = state.svc.create_guest(&body).await?;
         Ok(
             json!({"access_token": token, "user": state.svc.wire(&user).await})

@@ -98,6 +98,9 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The page of a query is larger than its `max_answer_bytes`.
+    #[error("the answer would be larger than {0} bytes")]
+    AnswerTooLarge(usize),
 }
 
 /// A persisted batch task.
@@ -131,7 +134,9 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_user_batch(&self, changes: Vec<UserChange>) -> Result<(), StoreError>;
     /// Records a user's last activity. Not a rule-bearing write: it may be lost in a crash.
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
-    /// Users matching a query (filter, sort, paging), never soft-deleted ones.
+    /// Users matching a query (filter, sort, paging), never soft-deleted ones. A page whose
+    /// stored records add up to more than `query.max_answer_bytes` is refused
+    /// ([`StoreError::AnswerTooLarge`]) without being decoded whole.
     async fn query_users(&self, query: &UserQuery) -> Result<Vec<User>, StoreError>;
     /// Ids of other active users holding a name in the given scope (for tests and audits).
     async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError>;

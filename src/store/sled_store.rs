@@ -385,15 +385,34 @@ impl Store for SledStore {
         let query = query.clone();
         let this = self.clone();
         self.blocking(move |inner| {
+            // Keep the sort keys and ids of the matches, not the users: users stored before
+            // the size bounds may be megabytes each.
             let mut matched = Vec::new();
             for item in inner.users.iter() {
                 let (_, bytes) = item.map_err(backend)?;
                 let user = this.decode_user(&bytes)?.user;
-                if query.admits(&user) {
-                    matched.push(user);
+                if let Some(keys) = query.admit(&user) {
+                    matched.push((keys, user.id, ()));
                 }
             }
-            Ok(query.sort_and_page(matched))
+            // Then read the page's users again, within the answer's size bound. One changed
+            // or deleted meanwhile keeps its place or is left out.
+            let mut page = Vec::new();
+            let mut bytes_read = 0usize;
+            for (id, ()) in query.page(matched) {
+                let Some(bytes) = inner.users.get(id.as_bytes()).map_err(backend)? else {
+                    continue;
+                };
+                bytes_read = bytes_read.saturating_add(bytes.len());
+                if bytes_read > query.max_answer_bytes {
+                    return Err(StoreError::AnswerTooLarge(query.max_answer_bytes));
+                }
+                let user = this.decode_user(&bytes)?.user;
+                if query.admits(&user) {
+                    page.push(user);
+                }
+            }
+            Ok(page)
         })
         .await
     }

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use crate::events::UserEvent;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, Task, UserChange};
+use crate::users::bounds;
 use crate::users::model::{validate_id, User};
 use crate::users::service::{deleted, missing, name_checks, store_error, UsersService, MAX_BATCH};
 
@@ -364,6 +365,7 @@ impl UsersService {
                         user.updated_at = now;
                         if let Some(n) = name {
                             user.name = Some(n.to_owned());
+                            bounds::check_user_size(&user)?;
                         }
                         let check_names = name_checks(mode, Some(&old), &user);
                         users.push(user.clone());
@@ -392,6 +394,10 @@ impl UsersService {
         let op = "ReactivateUser";
         validate_id(id).map_err(|e| e.in_operation(op))?;
         let name = opt_str(body, "name").map_err(|e| e.in_operation(op))?;
+        if let Some(n) = name {
+            bounds::check_length("name", n.len(), bounds::MAX_NAME_BYTES)
+                .map_err(|e| e.in_operation(op))?;
+        }
         let mut users = self
             .reactivate(&[id.to_owned()], name, body)
             .await

@@ -6,14 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::protocol::{ApiError, ErrorCode, Timestamp};
+use crate::protocol::{ApiError, Timestamp};
+use crate::users::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES};
 
-/// Largest custom-data size (its JSON encoding) a user may carry.
-pub const MAX_CUSTOM_BYTES: usize = 5 * 1024;
-/// Most teams a user may belong to.
-pub const MAX_TEAMS: usize = 250;
-/// Longest team name, in bytes.
-pub const MAX_TEAM_BYTES: usize = 100;
+pub use crate::users::bounds::{check_custom_size, MAX_CUSTOM_BYTES};
+
 /// Longest user id, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
 /// Deepest nesting of arrays and objects in one field's value. The store encodes a user with
@@ -210,7 +207,8 @@ impl User {
 
     /// Replaces id-independent settable fields with those of `fields` (full replace):
     /// built-ins not given return to their defaults, custom fields not given are dropped.
-    /// Server-owned keys in `fields` are ignored.
+    /// Server-owned keys in `fields` are ignored. The result must fit the size bounds
+    /// (`users::bounds`); on an error `self` is left half-replaced and must be dropped.
     pub fn replace_settable(&mut self, fields: &Map<String, Value>) -> Result<(), ApiError> {
         let parsed = SettableFields::parse(fields)?;
         self.role = parsed.role.unwrap_or_else(|| "user".to_owned());
@@ -223,7 +221,7 @@ impl User {
         self.privacy_settings = parsed.privacy_settings;
         self.push_preferences = parsed.push_preferences;
         self.custom = parsed.custom;
-        Ok(())
+        bounds::check_user_size(self)
     }
 }
 
@@ -292,6 +290,7 @@ impl SettableFields {
                     if !value.is_object() {
                         return Err(type_error(key, "object"));
                     }
+                    bounds::check_settings(key, value)?;
                     if key == "privacy_settings" {
                         out.privacy_settings = Some(value.clone());
                     } else {
@@ -317,18 +316,6 @@ fn too_deep(value: &Value, levels: usize) -> bool {
         _ => return false,
     };
     levels == 0 || children.into_iter().any(|v| too_deep(v, levels - 1))
-}
-
-/// Refuses custom data whose JSON encoding exceeds [`MAX_CUSTOM_BYTES`] (413, code 22).
-pub fn check_custom_size(custom: &Map<String, Value>) -> Result<(), ApiError> {
-    let size = serde_json::to_vec(custom).map(|v| v.len()).unwrap_or(0);
-    if size > MAX_CUSTOM_BYTES {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooBig,
-            format!("user custom data is {size} bytes, more than the limit of 5KB"),
-        ));
-    }
-    Ok(())
 }
 
 /// Checks a user id against `[@A-Za-z0-9_-]{1,255}`.
@@ -369,19 +356,23 @@ fn type_error(field: &str, ty: &str) -> ApiError {
         .with_field(&format!("user.{field}"), format!("must be a {ty}"))
 }
 
+/// A built-in string field, within its length bound.
 fn string_field(field: &str, value: &Value) -> Result<String, ApiError> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| type_error(field, "string"))
+    let s = value.as_str().ok_or_else(|| type_error(field, "string"))?;
+    if let Some(max) = bounds::string_bound(field) {
+        bounds::check_length(field, s.len(), max)?;
+    }
+    Ok(s.to_owned())
 }
 
 fn role(value: &Value) -> Result<String, ApiError> {
-    let r = string_field("role", value)?;
-    if r.is_empty() || r.len() > 64 {
-        return Err(ApiError::input("user.role must be 1 to 64 characters"));
+    let r = value.as_str().ok_or_else(|| type_error("role", "string"))?;
+    if r.is_empty() || r.len() > MAX_ROLE_BYTES {
+        return Err(ApiError::input(format!(
+            "user.role must be 1 to {MAX_ROLE_BYTES} characters"
+        )));
     }
-    Ok(r)
+    Ok(r.to_owned())
 }
 
 fn teams(value: &Value) -> Result<Vec<String>, ApiError> {
@@ -418,11 +409,27 @@ fn teams_role(value: &Value) -> Result<Option<BTreeMap<String, String>>, ApiErro
     let obj = value
         .as_object()
         .ok_or_else(|| type_error("teams_role", "map of team to role"))?;
+    if obj.len() > MAX_TEAMS {
+        return Err(ApiError::input(format!(
+            "user.teams_role has {} entries, the maximum is {MAX_TEAMS}",
+            obj.len()
+        )));
+    }
     let mut out = BTreeMap::new();
     for (team, role) in obj {
         let role = role
             .as_str()
             .ok_or_else(|| type_error("teams_role", "map of team to role"))?;
+        if team.is_empty() || team.len() > MAX_TEAM_BYTES {
+            return Err(ApiError::input(format!(
+                "teams_role team names must be 1 to {MAX_TEAM_BYTES} bytes long"
+            )));
+        }
+        if role.is_empty() || role.len() > MAX_ROLE_BYTES {
+            return Err(ApiError::input(format!(
+                "teams_role roles must be 1 to {MAX_ROLE_BYTES} bytes long"
+            )));
+        }
         out.insert(team.clone(), role.to_owned());
     }
     Ok(Some(out))
@@ -431,6 +438,7 @@ fn teams_role(value: &Value) -> Result<Option<BTreeMap<String, String>>, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ErrorCode;
     use serde_json::json;
 
     #[test]

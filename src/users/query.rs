@@ -18,6 +18,17 @@ pub const MAX_OFFSET: usize = 1000;
 pub const MAX_SORT: usize = 5;
 /// Deepest nesting of `$and`/`$or`/`$nor` a filter may use.
 pub const MAX_DEPTH: usize = 8;
+/// Most conditions in one filter: each field operator counts one, and so does each
+/// `$and`/`$or`/`$nor` and each empty sub-filter `{}`. Every condition is evaluated against
+/// every stored user, so this bounds a query's CPU cost per user.
+pub const MAX_CONDITIONS: usize = 32;
+/// Most values in one `$in` or `$nin` list.
+pub const MAX_IN_VALUES: usize = 1000;
+/// Longest `$autocomplete` operand, in bytes.
+pub const MAX_AUTOCOMPLETE_BYTES: usize = 255;
+/// How much of a string field `$autocomplete` and `$contains` read: the largest custom data
+/// a user may carry, so every field that fits the user bounds is read whole.
+pub const MAX_SCANNED_BYTES: usize = crate::users::bounds::MAX_CUSTOM_BYTES;
 
 /// A parsed query.
 #[derive(Debug, Clone)]
@@ -32,6 +43,9 @@ pub struct UserQuery {
     pub offset: usize,
     /// Whether deactivated users are returned.
     pub include_deactivated: bool,
+    /// Largest page, in bytes of the stored users (`limits.max_query_response_bytes`, set
+    /// by the service; unbounded as parsed).
+    pub max_answer_bytes: usize,
 }
 
 /// A filter expression.
@@ -108,7 +122,7 @@ impl UserQuery {
             .ok_or_else(|| ApiError::input("payload must be a JSON object"))?;
         let filter = match obj.get("filter_conditions") {
             None | Some(Value::Null) => Filter::And(Vec::new()),
-            Some(Value::Object(m)) => parse_filter(m, 0)?,
+            Some(Value::Object(m)) => parse_filter(m, 0, &mut 0)?,
             Some(_) => return Err(ApiError::input("filter_conditions must be an object")),
         };
         let sort = parse_sort(obj.get("sort"))?;
@@ -145,43 +159,71 @@ impl UserQuery {
             limit,
             offset,
             include_deactivated,
+            max_answer_bytes: usize::MAX,
         })
     }
 
     /// Whether a stored user belongs in the result before paging.
     pub fn admits(&self, user: &User) -> bool {
-        if user.deleted_at.is_some() {
-            return false;
-        }
-        if user.deactivated_at.is_some() && !self.include_deactivated {
-            return false;
-        }
-        self.filter.matches(&user.to_wire(false))
+        self.admit(user).is_some()
     }
 
-    /// Sorts matched users and cuts the page.
-    pub fn sort_and_page(&self, mut users: Vec<User>) -> Vec<User> {
-        let keyed: Vec<(Map<String, Value>, User)> =
-            users.drain(..).map(|u| (u.to_wire(false), u)).collect();
-        let mut keyed = keyed;
-        keyed.sort_by(|(a, ua), (b, ub)| {
-            for (field, dir) in &self.sort {
-                let ord = compare_values(lookup(a, field), lookup(b, field));
+    /// The sort keys of a stored user that belongs in the result (before paging), or
+    /// `None`. A scan keeps these and the id, not the user, so its memory does not grow with
+    /// the size of the users it matches.
+    pub fn admit(&self, user: &User) -> Option<SortKeys> {
+        if user.deleted_at.is_some() {
+            return None;
+        }
+        if user.deactivated_at.is_some() && !self.include_deactivated {
+            return None;
+        }
+        let wire = user.to_wire(false);
+        if !self.filter.matches(&wire) {
+            return None;
+        }
+        Some(SortKeys(
+            self.sort
+                .iter()
+                .map(|(field, _)| lookup(&wire, field).cloned())
+                .collect(),
+        ))
+    }
+
+    /// Orders matched items by their sort keys, then by id, and cuts the page.
+    pub fn page<T>(&self, mut matched: Vec<(SortKeys, String, T)>) -> Vec<(String, T)> {
+        matched.sort_by(|(a, ida, _), (b, idb, _)| {
+            for ((_, dir), (ka, kb)) in self.sort.iter().zip(a.0.iter().zip(&b.0)) {
+                let ord = compare_values(ka.as_ref(), kb.as_ref());
                 let ord = if *dir < 0 { ord.reverse() } else { ord };
                 if ord != Ordering::Equal {
                     return ord;
                 }
             }
-            ua.id.cmp(&ub.id)
+            ida.cmp(idb)
         });
-        keyed
+        matched
             .into_iter()
             .skip(self.offset)
             .take(self.limit)
-            .map(|(_, u)| u)
+            .map(|(_, id, item)| (id, item))
             .collect()
     }
+
+    /// Sorts the users that match and cuts the page (in memory; stores use [`Self::admit`]
+    /// and [`Self::page`]).
+    pub fn sort_and_page(&self, users: Vec<User>) -> Vec<User> {
+        let keyed = users
+            .into_iter()
+            .filter_map(|u| Some((self.admit(&u)?, u.id.clone(), u)))
+            .collect();
+        self.page(keyed).into_iter().map(|(_, u)| u).collect()
+    }
 }
+
+/// The values of a user's sort fields, in the order of the query's `sort`.
+#[derive(Debug, Clone)]
+pub struct SortKeys(Vec<Option<Value>>);
 
 fn parse_sort(v: Option<&Value>) -> Result<Vec<(String, i8)>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
@@ -215,14 +257,37 @@ fn parse_sort(v: Option<&Value>) -> Result<Vec<(String, i8)>, ApiError> {
     Ok(out)
 }
 
-fn parse_filter(m: &Map<String, Value>, depth: usize) -> Result<Filter, ApiError> {
+/// Counts one more condition against [`MAX_CONDITIONS`].
+fn count_condition(conditions: &mut usize) -> Result<(), ApiError> {
+    *conditions += 1;
+    if *conditions > MAX_CONDITIONS {
+        return Err(ApiError::input(format!(
+            "filter_conditions may hold at most {MAX_CONDITIONS} conditions"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses one filter object `depth` levels below the top, counting its conditions into
+/// `conditions`.
+fn parse_filter(
+    m: &Map<String, Value>,
+    depth: usize,
+    conditions: &mut usize,
+) -> Result<Filter, ApiError> {
     if depth > MAX_DEPTH {
-        return Err(ApiError::input("filter_conditions is nested too deeply"));
+        return Err(ApiError::input(format!(
+            "filter_conditions is nested more than {MAX_DEPTH} levels deep"
+        )));
+    }
+    if m.is_empty() && depth > 0 {
+        count_condition(conditions)?;
     }
     let mut all = Vec::new();
     for (key, value) in m {
         match key.as_str() {
             "$and" | "$or" | "$nor" => {
+                count_condition(conditions)?;
                 let arr = value
                     .as_array()
                     .ok_or_else(|| ApiError::input(format!("{key} needs a list of filters")))?;
@@ -231,7 +296,7 @@ fn parse_filter(m: &Map<String, Value>, depth: usize) -> Result<Filter, ApiError
                     let sub = sub
                         .as_object()
                         .ok_or_else(|| ApiError::input(format!("{key} needs a list of filters")))?;
-                    subs.push(parse_filter(sub, depth + 1)?);
+                    subs.push(parse_filter(sub, depth + 1, conditions)?);
                 }
                 all.push(match key.as_str() {
                     "$and" => Filter::And(subs),
@@ -248,19 +313,23 @@ fn parse_filter(m: &Map<String, Value>, depth: usize) -> Result<Filter, ApiError
                         let op = Op::parse(op).ok_or_else(|| {
                             ApiError::input(format!("unknown operator {op} on field {field}"))
                         })?;
+                        count_condition(conditions)?;
                         check_operand(field, op, operand)?;
                         all.push(Filter::Field {
                             field: field.to_owned(),
                             op,
-                            value: operand.clone(),
+                            value: prepared_operand(op, operand),
                         });
                     }
                 }
-                _ => all.push(Filter::Field {
-                    field: field.to_owned(),
-                    op: Op::Eq,
-                    value: value.clone(),
-                }),
+                _ => {
+                    count_condition(conditions)?;
+                    all.push(Filter::Field {
+                        field: field.to_owned(),
+                        op: Op::Eq,
+                        value: value.clone(),
+                    })
+                }
             },
         }
     }
@@ -278,12 +347,43 @@ fn check_operand(field: &str, op: Op, operand: &Value) -> Result<(), ApiError> {
         Op::Autocomplete => operand.is_string(),
         _ => true,
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::input(format!(
+    if !ok {
+        return Err(ApiError::input(format!(
             "invalid operand for {op:?} on field {field}"
-        )))
+        )));
+    }
+    match (op, operand) {
+        (Op::In | Op::Nin, Value::Array(list)) if list.len() > MAX_IN_VALUES => {
+            Err(ApiError::input(format!(
+                "{} on field {field} has {} values, the maximum is {MAX_IN_VALUES}",
+                op_name(op),
+                list.len()
+            )))
+        }
+        (Op::Autocomplete, Value::String(s)) if s.len() > MAX_AUTOCOMPLETE_BYTES => {
+            Err(ApiError::input(format!(
+                "$autocomplete on field {field} is {} bytes long, the maximum is \
+                 {MAX_AUTOCOMPLETE_BYTES}",
+                s.len()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Nin => "$nin",
+        _ => "$in",
+    }
+}
+
+/// The operand as evaluation wants it: an `$autocomplete` prefix is lowercased once here
+/// rather than once per user.
+fn prepared_operand(op: Op, operand: &Value) -> Value {
+    match (op, operand) {
+        (Op::Autocomplete, Value::String(s)) => Value::String(s.to_lowercase()),
+        _ => operand.clone(),
     }
 }
 
@@ -353,22 +453,46 @@ fn field_matches(field: Option<&Value>, op: Op, operand: &Value) -> bool {
             }
         }
         Op::Autocomplete => {
-            let prefix: String = operand.as_str().unwrap_or_default().to_lowercase();
-            let Some(text) = field.and_then(Value::as_str) else {
-                return false;
-            };
-            let text = text.to_lowercase();
-            text.starts_with(&prefix)
-                || text
-                    .split(|c: char| !c.is_alphanumeric())
-                    .any(|w| !w.is_empty() && w.starts_with(&prefix))
+            let prefix = operand.as_str().unwrap_or_default();
+            field
+                .and_then(Value::as_str)
+                .is_some_and(|text| autocompletes(scan_window(text), prefix))
         }
         Op::Contains => match field {
             Some(Value::Array(items)) => items.iter().any(|i| i == operand),
-            Some(Value::String(s)) => operand.as_str().is_some_and(|o| s.contains(o)),
+            Some(Value::String(s)) => operand.as_str().is_some_and(|o| scan_window(s).contains(o)),
             _ => false,
         },
     }
+}
+
+/// The part of a string field that text operators (`$autocomplete`, `$contains` on a string)
+/// look at: its first [`MAX_SCANNED_BYTES`], cut at a character boundary. Every string a user
+/// can store now is shorter; the cut bounds the cost of each condition on users stored before
+/// the size bounds, whose fields may be megabytes long.
+fn scan_window(text: &str) -> &str {
+    if text.len() <= MAX_SCANNED_BYTES {
+        return text;
+    }
+    let mut end = MAX_SCANNED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Whether `text`, or one of its words, starts with `prefix` (already lowercase), ignoring
+/// case, without building a lowercased copy of `text`.
+fn autocompletes(text: &str, prefix: &str) -> bool {
+    starts_with_lowercase(text, prefix)
+        || text
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|w| !w.is_empty() && starts_with_lowercase(w, prefix))
+}
+
+fn starts_with_lowercase(text: &str, prefix: &str) -> bool {
+    let mut lowered = text.chars().flat_map(char::to_lowercase);
+    prefix.chars().all(|p| lowered.next() == Some(p))
 }
 
 fn comparable(a: &Value, b: &Value) -> bool {
@@ -442,5 +566,84 @@ mod tests {
         assert!(UserQuery::parse(&json!({"filter_conditions":{"id":{"$bad":1}}})).is_err());
         assert!(UserQuery::parse(&json!({"limit":101})).is_err());
         assert!(UserQuery::parse(&json!({"offset":1001})).is_err());
+    }
+
+    fn parses(filter: Value) -> bool {
+        UserQuery::parse(&json!({ "filter_conditions": filter })).is_ok()
+    }
+
+    #[test]
+    fn conditions_are_bounded_across_and_or_nor() {
+        let leaves = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({ format!("f{i}"): {"$autocomplete": "a"} }))
+                .collect()
+        };
+        // `$or` itself counts as one.
+        assert!(parses(json!({"$or": leaves(MAX_CONDITIONS - 1)})));
+        assert!(!parses(json!({"$or": leaves(MAX_CONDITIONS)})));
+        // Spread over several operators, nesting levels and fields, they add up.
+        let half = MAX_CONDITIONS / 2;
+        assert!(!parses(
+            json!({"$and": [{"$or": leaves(half)}, {"$nor": leaves(half)}]})
+        ));
+        let many_fields: Map<String, Value> = (0..=MAX_CONDITIONS)
+            .map(|i| (format!("f{i}"), json!(i)))
+            .collect();
+        assert!(!parses(Value::Object(many_fields)));
+        // Empty sub-filters count too, so they cannot multiply evaluation work.
+        assert!(!parses(json!({"$or": vec![json!({}); MAX_CONDITIONS]})));
+    }
+
+    #[test]
+    fn depth_in_lists_and_autocomplete_are_bounded() {
+        let mut nested = json!({"id": "a"});
+        for _ in 0..MAX_DEPTH {
+            nested = json!({ "$and": [nested] });
+        }
+        assert!(parses(nested.clone()));
+        assert!(!parses(json!({ "$and": [nested] })));
+        let ids = |n: usize| -> Vec<String> { (0..n).map(|i| format!("u{i}")).collect() };
+        assert!(parses(json!({"id": {"$in": ids(MAX_IN_VALUES)}})));
+        assert!(!parses(json!({"id": {"$in": ids(MAX_IN_VALUES + 1)}})));
+        assert!(!parses(json!({"id": {"$nin": ids(MAX_IN_VALUES + 1)}})));
+        let word = "a".repeat(MAX_AUTOCOMPLETE_BYTES);
+        assert!(parses(json!({"name": {"$autocomplete": word}})));
+        let word = "a".repeat(MAX_AUTOCOMPLETE_BYTES + 1);
+        assert!(!parses(json!({"name": {"$autocomplete": word}})));
+    }
+
+    #[test]
+    fn text_operators_read_a_bounded_window_of_legacy_fields() {
+        let mut u = user("old", json!({}));
+        let long = format!("{} Tail", "é".repeat(MAX_SCANNED_BYTES));
+        u.name = Some(long);
+        let q = |f: Value| {
+            UserQuery::parse(&json!({ "filter_conditions": f }))
+                .unwrap()
+                .admits(&u)
+        };
+        assert!(q(json!({"name": {"$autocomplete": "éé"}})));
+        assert!(
+            !q(json!({"name": {"$autocomplete": "tail"}})),
+            "beyond the window"
+        );
+        assert!(
+            !q(json!({"name": {"$contains": "Tail"}})),
+            "beyond the window"
+        );
+    }
+
+    #[test]
+    fn autocomplete_is_case_insensitive_both_ways() {
+        let u = user("bob", json!({"name": "Zoë Ängström"}));
+        let q = |f: Value| {
+            UserQuery::parse(&json!({ "filter_conditions": f }))
+                .unwrap()
+                .admits(&u)
+        };
+        assert!(q(json!({"name": {"$autocomplete": "ÄNG"}})));
+        assert!(q(json!({"name": {"$autocomplete": "zo"}})));
+        assert!(!q(json!({"name": {"$autocomplete": "str"}})));
     }
 }

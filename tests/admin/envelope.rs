@@ -218,9 +218,12 @@ async fn custom_data_over_5_kib_is_413_code_22() {
     assert_error(&reply, 413, 22, None);
     let stored = fetch(&srv, "fits").await.unwrap();
     assert_eq!(stored.get("more"), None);
-    // Built-in fields do not count as custom data.
-    let named = json!({"id": "named", "name": "n".repeat(6000)});
+    // Built-in fields do not count as custom data: they have bounds of their own (a name
+    // over 1 KiB is an input error, code 4).
+    let named = json!({"id": "named", "name": "n".repeat(1024), "note": "x".repeat(5000)});
     upsert_ok(&srv, &[named]).await;
+    let named = json!({"id": "named", "name": "n".repeat(6000)});
+    assert_error(&upsert(&srv, &[named]).await, 400, 4, None);
     srv.stop().await;
 }
 

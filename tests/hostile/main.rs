@@ -1,8 +1,9 @@
 //! Hostile input against a gateway served in-process: malformed, truncated, wrongly typed and
 //! deeply nested JSON on every REST route of both listeners, oversized bodies, query strings
-//! and headers, odd path ids, and bad WebSocket frames on `/connect`. Every case must get a
-//! clear refusal (Stream's error envelope with the right code, or a WebSocket close code),
-//! the server must keep serving, and memory must stay bounded.
+//! and headers, odd path ids, bad WebSocket frames on `/connect`, oversized users, expensive
+//! or oversized queries, and floods of guests. Every case must get a clear refusal (Stream's
+//! error envelope with the right code, or a WebSocket close code), the server must keep
+//! serving, and memory must stay bounded.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,9 +13,12 @@ mod ws;
 
 mod bodies;
 mod frames;
+mod guests;
 mod ids;
 mod limits;
 mod memory;
+mod queries;
+mod users;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
