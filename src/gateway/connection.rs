@@ -168,6 +168,15 @@ async fn handshake_phase(
     let result = tokio::time::timeout(limits.handshake_timeout, handshake).await;
     match result {
         Ok(Ok(c)) => Some(c),
+        // The connect needed a write the store refuses for now: transient, so a close the
+        // SDK retries on rather than an error frame it gives up on.
+        Ok(Err(Some(e))) if e.code == ErrorCode::Unavailable => {
+            metrics::counter!("gateway_connects_refused", "code" => "unavailable").increment(1);
+            tracing::debug!(reason = %e.detail, "connect deferred: storage unavailable");
+            let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "storage unavailable, retry later");
+            close(ws, &order, write_timeout).await;
+            None
+        }
         Ok(Err(Some(e))) => {
             refuse(ws, &e, write_timeout).await;
             None

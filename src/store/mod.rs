@@ -76,7 +76,7 @@ pub enum UserChange {
 }
 
 /// Why a store call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A user changed between read and write; the caller re-reads and retries.
     #[error("user {0} changed concurrently")]
@@ -98,6 +98,24 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The data volume has no room for the write: refused before writing (free space below
+    /// the reserve) or failed for want of space. Reads still work; writes resume once space
+    /// is freed.
+    #[error("data volume full: {0}")]
+    VolumeFull(String),
+    /// The backend takes no writes until it is reopened (a write failed and left it broken,
+    /// or reopening it failed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whether a store takes writes, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Reads and writes work.
+    Ok,
+    /// Writes are refused, for the reason given; reads may still work.
+    Degraded(String),
 }
 
 /// A persisted batch task.
@@ -149,4 +167,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_export(&self, id: &str) -> Result<Option<Value>, StoreError>;
     /// Makes everything written so far durable (on shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the store takes writes now, and why not.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
 }
