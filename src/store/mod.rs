@@ -10,6 +10,7 @@
 
 pub mod group_commit;
 pub mod sled_store;
+pub mod space;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use crate::users::model::User;
 use crate::users::query::UserQuery;
 
 pub use sled_store::SledStore;
+pub use space::SpaceGuard;
 
 /// A user as stored, with the version its next conditional write must name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
