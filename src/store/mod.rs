@@ -1,5 +1,7 @@
 //! The storage boundary: a domain-level async [`Store`] trait that the users service calls,
-//! and its implementations (sled, embedded, the default).
+//! and its implementations (sled, embedded, the default), and the guard the gateway runs the
+//! backend behind ([`GuardedStore`]: refuses writes while the data volume is low, reopens a
+//! backend a failed write left broken).
 //!
 //! Every multi-key change that must be atomic — a batch of users with their username index
 //! entries and tombstones — is one [`Store::apply_user_batch`] call, and a call returns only
@@ -9,6 +11,7 @@
 //! can enforce them the same way.
 
 pub mod group_commit;
+pub mod guarded;
 pub mod sled_store;
 pub mod space;
 
@@ -20,6 +23,7 @@ use crate::protocol::Timestamp;
 use crate::users::model::User;
 use crate::users::query::UserQuery;
 
+pub use guarded::GuardedStore;
 pub use sled_store::SledStore;
 pub use space::SpaceGuard;
 
