@@ -12,6 +12,7 @@
 
 pub mod group_commit;
 pub mod guarded;
+pub mod sled_snapshots;
 pub mod sled_store;
 pub mod space;
 

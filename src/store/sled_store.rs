@@ -76,6 +76,7 @@ fn is_no_space(e: &std::io::Error) -> bool {
 impl SledStore {
     /// Opens (or creates) the database in `dir` and checks its schema version.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        super::sled_snapshots::remove_unfinished(dir).map_err(backend)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
