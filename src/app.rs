@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::gateway::GatewayState;
 use crate::http::{BodyLimit, RateLimiter};
 use crate::hub::Hub;
-use crate::store::{GuardedStore, SledStore, SpaceGuard, Store};
+use crate::store::{Ballast, GuardedStore, SledStore, SpaceGuard, Store};
 use crate::users::UsersService;
 
 /// Why the gateway could not start or stopped with an error.
@@ -49,7 +49,8 @@ pub fn open_store(config: &Config) -> Result<Arc<GuardedStore>, AppError> {
             Ok(Arc::new(SledStore::open(&db)?))
         },
     );
-    Ok(Arc::new(GuardedStore::open(opener, space)?))
+    let ballast = Ballast::new(&config.data_dir, config.store.ballast_bytes);
+    Ok(Arc::new(GuardedStore::open(opener, space, ballast)?))
 }
 
 /// Serves the gateway on two bound listeners until `shutdown` resolves.

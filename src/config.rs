@@ -88,6 +88,8 @@ pub struct StoreConfig {
     pub min_free_bytes: u64,
     /// Milliseconds between measurements of the free space.
     pub space_check_interval_ms: u64,
+    /// Size of the ballast file kept in the data dir (0: none).
+    pub ballast_bytes: u64,
 }
 
 /// A configuration problem.

@@ -806,7 +806,8 @@ async fn open_guarded(dir: std::path::PathBuf) -> GuardedStore {
         std::sync::Arc::new(move || Ok(std::sync::Arc::new(SledStore::open(&db)?)));
     // The smallest real reserve: the suite checks the guard passes everything through.
     let space = SpaceGuard::new(&dir, 1, std::time::Duration::from_millis(250));
-    GuardedStore::open(opener, space).expect("guarded sled opens")
+    let ballast = chat_gateway::store::Ballast::new(&dir, 0);
+    GuardedStore::open(opener, space, ballast).expect("guarded sled opens")
 }
 
 backend!(guarded_sled, |dir| open_guarded(dir.clone()));

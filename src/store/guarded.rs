@@ -7,6 +7,8 @@
 //! keep working on the failed instance, so it serves them until the volume has room again;
 //! then the watch ticker drops it (once the calls using it are done, which releases its
 //! directory lock) and opens a new one. Writes that failed were never acknowledged.
+//!
+//! At start, a backend that cannot open for want of space gets the room of the [`Ballast`].
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use super::ballast::Ballast;
 use super::space::SpaceGuard;
 use super::{NameScope, Store, StoreError, StoreHealth, StoredUser, Task, UserChange};
 use crate::protocol::Timestamp;
@@ -32,7 +35,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A backend behind the data volume guard; see the module documentation.
 pub struct GuardedStore {
-    space: SpaceGuard,
+    space: Arc<SpaceGuard>,
+    ballast: Arc<Ballast>,
     opener: Opener,
     state: RwLock<State>,
 }
@@ -45,9 +49,23 @@ struct State {
 }
 
 impl GuardedStore {
-    /// Opens the backend. On a volume too full for the backend to open, the error says so.
-    pub fn open(opener: Opener, space: SpaceGuard) -> Result<Self, StoreError> {
-        let backend = opener().map_err(|e| match e {
+    /// Opens the backend. On a volume too full for it to open, releases the ballast and
+    /// tries again; if it still cannot open, the error says the volume is full.
+    pub fn open(opener: Opener, space: SpaceGuard, ballast: Ballast) -> Result<Self, StoreError> {
+        let backend = match opener() {
+            Err(StoreError::VolumeFull(_)) if ballast.release() => {
+                space.measure();
+                tracing::warn!(
+                    free = space.free(),
+                    ballast = ballast.size(),
+                    "data volume full: ballast file released so the database could open; \
+                     writes refused until space is freed"
+                );
+                opener()
+            }
+            other => other,
+        };
+        let backend = backend.map_err(|e| match e {
             StoreError::VolumeFull(why) => {
                 space.measure();
                 StoreError::VolumeFull(format!(
@@ -58,8 +76,10 @@ impl GuardedStore {
             }
             other => other,
         })?;
+        ballast.keep(&space);
         Ok(Self {
-            space,
+            space: Arc::new(space),
+            ballast: Arc::new(ballast),
             opener,
             state: RwLock::new(State {
                 backend: Some(backend),
@@ -91,6 +111,10 @@ impl GuardedStore {
         let room = self.space.free() >= REOPEN_MIN_FREE.max(self.space.resume_at());
         if failed && room && !self.space.is_low() {
             self.reopen().await;
+        }
+        if self.ballast.size() > 0 && !self.ballast.is_present() && !self.space.is_low() {
+            let (ballast, space) = (self.ballast.clone(), self.space.clone());
+            let _ = tokio::task::spawn_blocking(move || ballast.keep(&space)).await;
         }
     }
 
@@ -285,7 +309,7 @@ mod tests {
         let opener: Opener = Arc::new(move || Ok(Arc::new(SledStore::open(&db)?)));
         let probe: super::super::space::Probe = Box::new(move |_| Ok(free.load(Ordering::Relaxed)));
         let space = SpaceGuard::with_probe(dir, 1000, Duration::from_millis(1), probe);
-        GuardedStore::open(opener, space).unwrap()
+        GuardedStore::open(opener, space, Ballast::new(dir, 0)).unwrap()
     }
 
     fn create(id: &str) -> UserChange {

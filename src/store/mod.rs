@@ -10,6 +10,7 @@
 //! was read) are evaluated inside that call, so a shared backend serving several gateway nodes
 //! can enforce them the same way.
 
+pub mod ballast;
 pub mod group_commit;
 pub mod guarded;
 pub mod sled_snapshots;
@@ -24,6 +25,7 @@ use crate::protocol::Timestamp;
 use crate::users::model::User;
 use crate::users::query::UserQuery;
 
+pub use ballast::Ballast;
 pub use guarded::GuardedStore;
 pub use sled_store::SledStore;
 pub use space::SpaceGuard;

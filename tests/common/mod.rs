@@ -256,6 +256,8 @@ impl TestServer {
         config.data_dir = data_dir.path().join("data");
         config.api_key = API_KEY.to_owned();
         config.api_secret = secret.clone();
+        // No 16 MiB ballast written and synced per test server (tests/disk_full covers it).
+        config.store.ballast_bytes = 0;
         tweak(&mut config);
         config.validate().expect("test configuration is valid");
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
@@ -421,7 +423,10 @@ impl ProcessServer {
                     self.child = None;
                     return Err(status);
                 }
-                assert!(Instant::now() < deadline, "{base}/healthz not ready in time");
+                assert!(
+                    Instant::now() < deadline,
+                    "{base}/healthz not ready in time"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
