@@ -7,7 +7,8 @@
 //! - `auth`: token verification and minting.
 //! - `protocol`: wire types only — error envelope and codes, timestamps, event frames.
 //! - `users`: the rules — user model, validation, usernames, every user operation.
-//! - `store`: the `Store` trait and its sled implementation.
+//! - `store`: the `Store` trait, its sled implementation, and the data volume guard it runs
+//!   behind.
 //! - `hub`: connection registry, presence and event fan-out.
 //! - `gateway`: the public listener — `/connect`, guests and client REST.
 //! - `admin`: the admin listener — REST and admin WebSocket over one dispatch table.

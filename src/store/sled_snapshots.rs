@@ -71,7 +71,10 @@ mod tests {
         // What an open that ran out of space while writing its snapshot leaves.
         std::fs::write(dir.join("snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
         let refused = sled::open(&dir).map(|_| ());
-        assert!(refused.is_err(), "sled 0.34 takes it for the newest snapshot");
+        assert!(
+            refused.is_err(),
+            "sled 0.34 takes it for the newest snapshot"
+        );
         assert_eq!(remove_unfinished(&dir).unwrap(), 1);
         assert_eq!(snapshots(&dir), complete);
         let db = sled::open(&dir).unwrap();
