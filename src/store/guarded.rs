@@ -141,6 +141,7 @@ impl GuardedStore {
     /// The backend for a write, unless writes are refused.
     fn admit_write(&self) -> Result<Arc<dyn Store>, StoreError> {
         if let Some(e) = &self.lock_read().failed {
+            metrics::counter!("store_writes_refused").increment(1);
             return Err(e.clone());
         }
         self.space.admit()?;
