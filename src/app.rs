@@ -18,7 +18,7 @@ use crate::gateway::GatewayState;
 use crate::http::{BodyLimit, RateLimiter};
 use crate::hub::Hub;
 use crate::presence::LocalPresence;
-use crate::store::{SledStore, Store};
+use crate::store::{Ballast, GuardedStore, SledStore, SpaceGuard, Store};
 use crate::users::UsersService;
 
 /// Why the gateway could not start or stopped with an error.
@@ -38,10 +38,22 @@ pub enum AppError {
     Service(#[from] crate::protocol::ApiError),
 }
 
-/// Opens the embedded store in the configured data dir.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+/// Opens the embedded store in the configured data dir, behind the data volume guard.
+pub fn open_store(config: &Config) -> Result<Arc<GuardedStore>, AppError> {
     std::fs::create_dir_all(&config.data_dir)?;
-    Ok(Arc::new(SledStore::open(&config.data_dir.join("db"))?))
+    let space = SpaceGuard::new(
+        &config.data_dir,
+        config.store.min_free_bytes,
+        Duration::from_millis(config.store.space_check_interval_ms),
+    );
+    let db = config.data_dir.join("db");
+    let opener = Arc::new(
+        move || -> Result<Arc<dyn Store>, crate::store::StoreError> {
+            Ok(Arc::new(SledStore::open(&db)?))
+        },
+    );
+    let ballast = Ballast::new(&config.data_dir, config.store.ballast_bytes);
+    Ok(Arc::new(GuardedStore::open(opener, space, ballast)?))
 }
 
 /// Serves the gateway on two bound listeners until `shutdown` resolves.
@@ -53,7 +65,9 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let store = open_store(&config)?;
+    let guarded = open_store(&config)?;
+    guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
+    let store: Arc<dyn Store> = guarded;
     let limits = &config.limits;
     let hub = Arc::new(Hub::new(
         limits.max_connections,

@@ -32,6 +32,8 @@ pub struct Config {
     pub limits: Limits,
     /// CORS.
     pub cors: Cors,
+    /// The data volume.
+    pub store: StoreConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -45,6 +47,7 @@ impl std::fmt::Debug for Config {
             .field("log", &self.log)
             .field("limits", &self.limits)
             .field("cors", &self.cors)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -80,6 +83,17 @@ pub struct Limits {
 pub struct Cors {
     /// Allowed origins; `"*"` allows any.
     pub allowed_origins: Vec<String>,
+}
+
+/// How the store guards its data volume (see `config/default.toml` for each meaning).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// Free bytes the data volume keeps; below it writes are refused (0: never refused).
+    pub min_free_bytes: u64,
+    /// Milliseconds between measurements of the free space.
+    pub space_check_interval_ms: u64,
+    /// Size of the ballast file kept in the data dir (0: none).
+    pub ballast_bytes: u64,
 }
 
 /// A configuration problem.
@@ -170,6 +184,11 @@ impl Config {
         if l.max_frame_bytes > l.max_message_bytes {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes must not exceed limits.max_message_bytes".into(),
+            ));
+        }
+        if self.store.space_check_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "store.space_check_interval_ms must be positive".into(),
             ));
         }
         if self.api_key.is_empty() != self.api_secret.is_empty() {

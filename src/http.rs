@@ -55,6 +55,20 @@ pub fn ok(mut body: Map<String, Value>, started: Instant) -> Response {
     )
 }
 
+/// `GET /healthz` on both listeners: 200 `ok` while the store takes writes; 503 with
+/// `{"status":"degraded","reason":...}` while it refuses them (reads and connects of existing
+/// users still work, so this is a readiness signal: restarting cannot free a full volume).
+pub fn healthz(svc: &crate::users::UsersService) -> Response {
+    match svc.store_health() {
+        crate::store::StoreHealth::Ok => "ok".into_response(),
+        crate::store::StoreHealth::Degraded(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::to_vec(&serde_json::json!({"status": "degraded", "reason": reason}))
+                .expect("health encodes"),
+        ),
+    }
+}
+
 /// A JSON request body, read under the listener's size limit. An empty body reads as `{}`.
 pub struct JsonBody(pub Value);
 

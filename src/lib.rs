@@ -7,7 +7,8 @@
 //! - `auth`: token verification and minting.
 //! - `protocol`: wire types only — error envelope and codes, timestamps, event frames.
 //! - `users`: the rules — user model, validation, usernames, every user operation.
-//! - `store`: the `Store` trait and its sled implementation.
+//! - `store`: the `Store` trait, its sled implementation, and the data volume guard it runs
+//!   behind.
 //! - `events`: typed user events and the bus they travel on (in-process on one node).
 //! - `presence`: who is online, behind a trait a cluster can implement.
 //! - `hub`: this node's connection registry and the delivery of events to its sockets.

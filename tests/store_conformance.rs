@@ -1,12 +1,14 @@
 //! The `Store` conformance suite: every rule a backend must keep, written once as generic
-//! functions over `S: Store` and run against each implementation (today sled; a PostgreSQL
-//! store adds one `backend!` line). A backend CI does not run is a backend that rots.
+//! functions over `S: Store` and run against each implementation (today sled, bare and behind
+//! the data volume guard the gateway runs it with; a PostgreSQL store adds one `backend!`
+//! line). A backend CI does not run is a backend that rots.
 
 use std::future::Future;
 
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::{
-    Expect, NameScope, SledStore, Store, StoreError, StoredUser, Task, UserChange,
+    Expect, GuardedStore, NameScope, SledStore, SpaceGuard, Store, StoreError, StoredUser, Task,
+    UserChange,
 };
 use chat_gateway::users::model::User;
 use chat_gateway::users::query::UserQuery;
@@ -797,3 +799,15 @@ async fn open_sled(dir: std::path::PathBuf) -> SledStore {
 }
 
 backend!(sled, |dir| open_sled(dir.clone()));
+
+async fn open_guarded(dir: std::path::PathBuf) -> GuardedStore {
+    let db = dir.join("db");
+    let opener: chat_gateway::store::guarded::Opener =
+        std::sync::Arc::new(move || Ok(std::sync::Arc::new(SledStore::open(&db)?)));
+    // The smallest real reserve: the suite checks the guard passes everything through.
+    let space = SpaceGuard::new(&dir, 1, std::time::Duration::from_millis(250));
+    let ballast = chat_gateway::store::Ballast::new(&dir, 0);
+    GuardedStore::open(opener, space, ballast).expect("guarded sled opens")
+}
+
+backend!(guarded_sled, |dir| open_guarded(dir.clone()));

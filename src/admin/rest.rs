@@ -101,8 +101,8 @@ macro_rules! op {
     };
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(s): State<AdminState>) -> Response {
+    http::healthz(&s.svc)
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {

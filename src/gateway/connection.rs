@@ -231,6 +231,16 @@ async fn start(
             }
             return None;
         }
+        // The connect needed a write the store refuses for now: transient, so a close the
+        // SDK retries on rather than an error frame it gives up on.
+        Ok(Err(e)) if e.code == ErrorCode::Unavailable => {
+            hub.unregister(&handle);
+            metrics::counter!("gateway_connects_refused", "code" => "unavailable").increment(1);
+            tracing::debug!(reason = %e.detail, "connect deferred: storage unavailable");
+            let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "storage unavailable, retry later");
+            close(ws, &order, write_timeout).await;
+            return None;
+        }
         Ok(Err(e)) => {
             hub.unregister(&handle);
             refuse(ws, &e, write_timeout).await;

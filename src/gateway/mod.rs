@@ -166,6 +166,10 @@ async fn connect(
         })
 }
 
+async fn healthz(State(state): State<GatewayState>) -> Response {
+    http::healthz(&state.svc)
+}
+
 /// Sends every connection a server `health.check` each `interval` and closes those silent
 /// for longer than `idle_timeout` (with 1001, so a live client reconnects).
 pub fn spawn_liveness(hub: Arc<Hub>, clock: Clock, interval: Duration, idle_timeout: Duration) {
@@ -218,7 +222,7 @@ fn cors_layer(cors: &Cors) -> CorsLayer {
 /// The public router.
 pub fn router(state: GatewayState, limiter: Arc<RateLimiter>, cors: &Cors) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/connect", get(connect))
         .route("/guest", post(rest::guest))
         .route(

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     TokenSignature,
     /// 71 / 429: too many connections for this user or this gateway.
     TooManyConnections,
+    /// -1 / 503: the gateway cannot do this for now (its data volume is full); retry later.
+    /// Stream has no code of its own for it; the detail, unlike an internal error's, is shown.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -60,6 +63,7 @@ impl ErrorCode {
             Self::TokenUsedBeforeIssued => 42,
             Self::TokenSignature => 43,
             Self::TooManyConnections => 71,
+            Self::Unavailable => -1,
         }
     }
 
@@ -67,6 +71,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::Internal => 500,
+            Self::Unavailable => 503,
             Self::ApiKey | Self::AuthFailed => 401,
             Self::InputError | Self::DuplicateUsername => 400,
             Self::RateLimited | Self::TooManyConnections => 429,

@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+use super::sled_store::sled_error;
+use super::StoreError;
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// Handle to the flusher thread; dropping it stops the thread and waits for it, so the
 /// database is closed (and its directory lock released) when the store is dropped.
@@ -35,16 +38,15 @@ impl GroupCommit {
     }
 
     /// Returns once everything written before the call is on disk.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let stopped = || StoreError::Backend("the flusher thread has stopped".to_owned());
         let (done_tx, done_rx) = oneshot::channel();
         self.tx
             .as_ref()
-            .ok_or_else(|| "the flusher thread has stopped".to_owned())?
+            .ok_or_else(stopped)?
             .send(done_tx)
-            .map_err(|_| "the flusher thread has stopped".to_owned())?;
-        done_rx
-            .await
-            .map_err(|_| "the flusher thread has stopped".to_owned())?
+            .map_err(|_| stopped())?;
+        done_rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -62,7 +64,7 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>) {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
         let started = Instant::now();
-        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let result = db.flush().map(|_| ()).map_err(sled_error);
         metrics::histogram!("store_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("store_flush_group_size").record(waiters.len() as f64);
         if let Err(e) = &result {

@@ -1,5 +1,7 @@
 //! The storage boundary: a domain-level async [`Store`] trait that the users service calls,
-//! and its implementations (sled, embedded, the default).
+//! and its implementations (sled, embedded, the default), and the guard the gateway runs the
+//! backend behind ([`GuardedStore`]: refuses writes while the data volume is low, reopens a
+//! backend a failed write left broken).
 //!
 //! Every multi-key change that must be atomic — a batch of users with their username index
 //! entries and tombstones — is one [`Store::apply_user_batch`] call, and a call returns only
@@ -8,8 +10,12 @@
 //! was read) are evaluated inside that call, so a shared backend serving several gateway nodes
 //! can enforce them the same way.
 
+pub mod ballast;
 pub mod group_commit;
+pub mod guarded;
+pub mod sled_snapshots;
 pub mod sled_store;
+pub mod space;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -19,7 +25,10 @@ use crate::protocol::Timestamp;
 use crate::users::model::User;
 use crate::users::query::UserQuery;
 
+pub use ballast::Ballast;
+pub use guarded::GuardedStore;
 pub use sled_store::SledStore;
+pub use space::SpaceGuard;
 
 /// A user as stored, with the version its next conditional write must name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +85,7 @@ pub enum UserChange {
 }
 
 /// Why a store call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A user changed between read and write; the caller re-reads and retries.
     #[error("user {0} changed concurrently")]
@@ -101,6 +110,24 @@ pub enum StoreError {
     /// The page of a query is larger than its `max_answer_bytes`.
     #[error("the answer would be larger than {0} bytes")]
     AnswerTooLarge(usize),
+    /// The data volume has no room for the write: refused before writing (free space below
+    /// the reserve) or failed for want of space. Reads still work; writes resume once space
+    /// is freed.
+    #[error("data volume full: {0}")]
+    VolumeFull(String),
+    /// The backend takes no writes until it is reopened (a write failed and left it broken,
+    /// or reopening it failed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whether a store takes writes, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Reads and writes work.
+    Ok,
+    /// Writes are refused, for the reason given; reads may still work.
+    Degraded(String),
 }
 
 /// A persisted batch task.
@@ -154,4 +181,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_export(&self, id: &str) -> Result<Option<Value>, StoreError>;
     /// Makes everything written so far durable (on shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the store takes writes now, and why not.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Ok
+    }
 }

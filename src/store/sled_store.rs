@@ -58,19 +58,35 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// A sled failure as a store error: running out of space is [`StoreError::VolumeFull`]
+/// (sled then refuses every later write until it is reopened), anything else a backend error.
+pub(crate) fn sled_error(e: sled::Error) -> StoreError {
+    match &e {
+        sled::Error::Io(io) if is_no_space(io) => StoreError::VolumeFull(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// ENOSPC or EDQUOT, however sled wrapped it.
+fn is_no_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir` and checks its schema version.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        super::sled_snapshots::remove_unfinished(dir).map_err(backend)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(backend)?;
-        let meta = db.open_tree("meta").map_err(backend)?;
-        match meta.get("schema_version").map_err(backend)? {
+            .map_err(sled_error)?;
+        let meta = db.open_tree("meta").map_err(sled_error)?;
+        match meta.get("schema_version").map_err(sled_error)? {
             None => {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(backend)?;
+                    .map_err(sled_error)?;
             }
             Some(v) => {
                 let found = u32::from_be_bytes(
@@ -90,11 +106,11 @@ impl SledStore {
                 // sled recovers writes in order, so a crash redoes an unfinished migration.
                 if found < SCHEMA_VERSION {
                     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
-                        .map_err(backend)?;
+                        .map_err(sled_error)?;
                 }
             }
         }
-        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let tree = |name: &str| db.open_tree(name).map_err(sled_error);
         let inner = Inner {
             users: tree("userid_user")?,
             names: tree("username_userids")?,
@@ -106,18 +122,14 @@ impl SledStore {
             flusher: GroupCommit::start(db.clone()).map_err(backend)?,
             db,
         };
-        inner.db.flush().map_err(backend)?;
+        inner.db.flush().map_err(sled_error)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
 
     async fn durable(&self) -> Result<(), StoreError> {
-        self.inner
-            .flusher
-            .flush()
-            .await
-            .map_err(StoreError::Backend)
+        self.inner.flusher.flush().await
     }
 
     fn decode_user(&self, bytes: &[u8]) -> Result<StoredUser, StoreError> {
@@ -127,7 +139,7 @@ impl SledStore {
             .inner
             .last_active
             .get(stored.user.id.as_bytes())
-            .map_err(backend)?
+            .map_err(sled_error)?
         {
             if let Some(t) = std::str::from_utf8(&t).ok().and_then(Timestamp::parse) {
                 if stored.user.last_active.is_none_or(|old| old < t) {
@@ -152,21 +164,21 @@ impl SledStore {
 /// Migration to 2: rebuilds `username_userids` from `userid_user` with the current normal
 /// form. Idempotent (it starts by clearing the index), run before the store serves.
 fn rebuild_name_index(db: &sled::Db) -> Result<(), StoreError> {
-    let users = db.open_tree("userid_user").map_err(backend)?;
-    let names = db.open_tree("username_userids").map_err(backend)?;
+    let users = db.open_tree("userid_user").map_err(sled_error)?;
+    let names = db.open_tree("username_userids").map_err(sled_error)?;
     let mut index: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
     for item in users.iter() {
-        let (_, bytes) = item.map_err(backend)?;
+        let (_, bytes) = item.map_err(sled_error)?;
         let stored: StoredUser =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         for key in name_keys(&stored.user) {
             index.entry(key).or_default().push(stored.user.id.clone());
         }
     }
-    names.clear().map_err(backend)?;
+    names.clear().map_err(sled_error)?;
     for (key, ids) in index {
         let bytes = serde_json::to_vec(&ids).expect("string list encodes");
-        names.insert(key, bytes).map_err(backend)?;
+        names.insert(key, bytes).map_err(sled_error)?;
     }
     tracing::info!(entries = names.len(), "username index rebuilt (schema 2)");
     Ok(())
@@ -322,7 +334,7 @@ fn apply_change(
 #[async_trait]
 impl Store for SledStore {
     async fn get_user(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
-        match self.inner.users.get(id.as_bytes()).map_err(backend)? {
+        match self.inner.users.get(id.as_bytes()).map_err(sled_error)? {
             None => Ok(None),
             Some(bytes) => self.decode_user(&bytes).map(Some),
         }
@@ -332,7 +344,7 @@ impl Store for SledStore {
         self.inner
             .tombstones
             .contains_key(id.as_bytes())
-            .map_err(backend)
+            .map_err(sled_error)
     }
 
     async fn apply_user_batch(&self, changes: Vec<UserChange>) -> Result<(), StoreError> {
@@ -349,13 +361,16 @@ impl Store for SledStore {
                 })
                 .map_err(|e| match e {
                     TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => backend(e),
+                    TransactionError::Storage(e) => sled_error(e),
                 })?;
             // A hard delete erases everything but the tombstone, the activity record too
             // (kept outside the transaction, like every `touch_last_active`).
             for change in &changes {
                 if let UserChange::Erase { id, .. } = change {
-                    inner.last_active.remove(id.as_bytes()).map_err(backend)?;
+                    inner
+                        .last_active
+                        .remove(id.as_bytes())
+                        .map_err(sled_error)?;
                 }
             }
             Ok(())
@@ -370,14 +385,14 @@ impl Store for SledStore {
             .inner
             .users
             .contains_key(id.as_bytes())
-            .map_err(backend)?
+            .map_err(sled_error)?
         {
             return Ok(());
         }
         self.inner
             .last_active
             .insert(id.as_bytes(), at.to_wire().as_bytes())
-            .map_err(backend)?;
+            .map_err(sled_error)?;
         Ok(())
     }
 
@@ -389,7 +404,7 @@ impl Store for SledStore {
             // the size bounds may be megabytes each.
             let mut matched = Vec::new();
             for item in inner.users.iter() {
-                let (_, bytes) = item.map_err(backend)?;
+                let (_, bytes) = item.map_err(sled_error)?;
                 let user = this.decode_user(&bytes)?.user;
                 if let Some(keys) = query.admit(&user) {
                     matched.push((keys, user.id, ()));
@@ -423,14 +438,14 @@ impl Store for SledStore {
             NameScope::App => app_key(&norm),
             NameScope::Team(t) => team_key(t, &norm),
         };
-        match self.inner.names.get(key).map_err(backend)? {
+        match self.inner.names.get(key).map_err(sled_error)? {
             None => Ok(Vec::new()),
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 
     async fn app_settings(&self) -> Result<Map<String, Value>, StoreError> {
-        match self.inner.settings.get("app").map_err(backend)? {
+        match self.inner.settings.get("app").map_err(sled_error)? {
             None => Ok(Map::new()),
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
         }
@@ -438,7 +453,10 @@ impl Store for SledStore {
 
     async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(settings).expect("settings encode");
-        self.inner.settings.insert("app", bytes).map_err(backend)?;
+        self.inner
+            .settings
+            .insert("app", bytes)
+            .map_err(sled_error)?;
         self.durable().await
     }
 
@@ -447,12 +465,12 @@ impl Store for SledStore {
         self.inner
             .tasks
             .insert(task.task_id.as_bytes(), bytes)
-            .map_err(backend)?;
+            .map_err(sled_error)?;
         self.durable().await
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        match self.inner.tasks.get(id.as_bytes()).map_err(backend)? {
+        match self.inner.tasks.get(id.as_bytes()).map_err(sled_error)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -465,12 +483,12 @@ impl Store for SledStore {
         self.inner
             .exports
             .insert(id.as_bytes(), bytes)
-            .map_err(backend)?;
+            .map_err(sled_error)?;
         self.durable().await
     }
 
     async fn get_export(&self, id: &str) -> Result<Option<Value>, StoreError> {
-        match self.inner.exports.get(id.as_bytes()).map_err(backend)? {
+        match self.inner.exports.get(id.as_bytes()).map_err(sled_error)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)

@@ -73,6 +73,22 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
             ErrorCode::DuplicateUsername,
             format!("username '{name}' already exists in team '{t}'"),
         ),
+        // Refusals of a degraded store: the store logs entering and leaving that state once,
+        // so a refused request is not worth a line of its own.
+        StoreError::VolumeFull(why) => {
+            tracing::debug!(reason = %why, "write refused: data volume full");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the data volume is full: writes are refused until space is freed",
+            )
+        }
+        StoreError::Unavailable(why) => {
+            tracing::debug!(reason = %why, "store unavailable");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "storage is unavailable for now, retry later",
+            )
+        }
         other => {
             tracing::error!(error = %other, "store failure");
             ApiError::internal(other.to_string())
@@ -790,9 +806,19 @@ impl UsersService {
 
     /// Records a user's last activity (connect, last disconnect).
     pub async fn touch_last_active(&self, user_id: &str, at: Timestamp) {
-        if let Err(e) = self.store.touch_last_active(user_id, at).await {
-            tracing::warn!(user_id, error = %e, "could not record last_active");
+        match self.store.touch_last_active(user_id, at).await {
+            Ok(()) => {}
+            // Every connect and disconnect would say it again while the volume is full.
+            Err(StoreError::VolumeFull(_) | StoreError::Unavailable(_)) => {
+                tracing::debug!(user_id, "last_active not recorded: writes are refused");
+            }
+            Err(e) => tracing::warn!(user_id, error = %e, "could not record last_active"),
         }
+    }
+
+    /// Whether the store takes writes, for `/healthz`.
+    pub fn store_health(&self) -> crate::store::StoreHealth {
+        self.store.health()
     }
 }
 

@@ -256,6 +256,8 @@ impl TestServer {
         config.data_dir = data_dir.path().join("data");
         config.api_key = API_KEY.to_owned();
         config.api_secret = secret.clone();
+        // No 16 MiB ballast written and synced per test server (tests/disk_full covers it).
+        config.store.ballast_bytes = 0;
         tweak(&mut config);
         config.validate().expect("test configuration is valid");
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
@@ -346,38 +348,89 @@ impl ProcessServer {
     /// Starts the binary on `data_dir` with these credentials, on fresh ports, and waits
     /// until both listeners are healthy. Its output goes to `<data_dir>.log`.
     pub async fn start(data_dir: &Path, api_key: &str, secret: &str) -> Self {
+        let log_path = data_dir.with_extension("log");
+        let mut server = Self::spawn(data_dir, &log_path, api_key, secret, &[]);
+        let api = server.api.clone();
+        let child = server.child.as_mut().expect("child");
+        api.wait_healthy(|| matches!(child.try_wait(), Ok(None)))
+            .await;
+        server
+    }
+
+    /// Starts the binary on `data_dir` with these credentials and extra environment
+    /// (`CHAT_GATEWAY_*` overrides), on fresh ports, logging to `log_path` (appended), and
+    /// returns at once: see [`ProcessServer::wait_serving`].
+    pub fn spawn(
+        data_dir: &Path,
+        log_path: &Path,
+        api_key: &str,
+        secret: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
+            .open(log_path)
             .expect("log file opens");
-        let child = Command::new(env!("CARGO_BIN_EXE_chat-gateway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
+        command
             .env_remove("CHAT_GATEWAY_CONFIG")
             .env("CHAT_GATEWAY_PUBLIC_ADDR", public.to_string())
             .env("CHAT_GATEWAY_ADMIN_ADDR", admin.to_string())
             .env("CHAT_GATEWAY_DATA_DIR", data_dir)
             .env("CHAT_GATEWAY_API_KEY", api_key)
             .env("CHAT_GATEWAY_API_SECRET", secret)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("the chat-gateway binary starts");
-        let mut server = Self {
+        Self {
             api: Api::new(public, admin, api_key, secret),
             child: Some(child),
             data_dir: data_dir.to_owned(),
-            log_path,
-        };
-        let api = server.api.clone();
-        let child = server.child.as_mut().expect("child");
-        api.wait_healthy(|| matches!(child.try_wait(), Ok(None)))
-            .await;
-        server
+            log_path: log_path.to_owned(),
+        }
+    }
+
+    /// Waits until both listeners answer `GET /healthz` with any status (a degraded gateway
+    /// answers 503); `Err` with the exit status if the process exits first.
+    pub async fn wait_serving(&mut self) -> Result<(), ExitStatus> {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let bases = [self.api.public_url.clone(), self.api.admin_url.clone()];
+        for base in bases {
+            loop {
+                let answered = self
+                    .api
+                    .http
+                    .get(format!("{base}/healthz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok();
+                if answered {
+                    break;
+                }
+                let child = self.child.as_mut().expect("running");
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    self.child = None;
+                    return Err(status);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{base}/healthz not ready in time"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
     }
 
     /// What the process printed so far (for assertion messages).
