@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
 
+use crate::model::user::User;
 use crate::protocol::{events, Timestamp};
-use crate::users::model::User;
 
 /// Something that happened to a user (or to every user), as its subscribers need it.
 #[derive(Debug, Clone)]

@@ -8,12 +8,12 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use chat_gateway::auth::{user_token, verify, Identity, Secret, TokenClaims};
+use chat_gateway::model::query::{UserQuery, MAX_LIMIT, MAX_OFFSET};
+use chat_gateway::model::user::{SettableFields, User, MAX_VALUE_DEPTH};
+use chat_gateway::model::username::normalise;
 use chat_gateway::protocol::{ErrorCode, Timestamp};
 use chat_gateway::store::StoredUser;
-use chat_gateway::users::model::{SettableFields, User, MAX_VALUE_DEPTH};
 use chat_gateway::users::patch::{Patch, MAX_PATH_SEGMENTS};
-use chat_gateway::users::query::{UserQuery, MAX_LIMIT, MAX_OFFSET};
-use chat_gateway::users::username::normalise;
 
 /// Object keys that hit the parsers' vocabulary often.
 fn key() -> impl Strategy<Value = String> {

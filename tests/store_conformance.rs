@@ -5,13 +5,13 @@
 
 use std::future::Future;
 
+use chat_gateway::model::query::UserQuery;
+use chat_gateway::model::user::User;
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::{
     Expect, GuardedStore, NameScope, SledStore, SpaceGuard, Store, StoreError, StoredUser, Task,
     UserChange,
 };
-use chat_gateway::users::model::User;
-use chat_gateway::users::query::UserQuery;
 use serde_json::{json, Map, Value};
 
 // ---- helpers ----------------------------------------------------------------------------

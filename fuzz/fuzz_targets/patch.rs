@@ -4,7 +4,7 @@
 
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::StoredUser;
-use chat_gateway::users::model::User;
+use chat_gateway::model::user::User;
 use chat_gateway::users::patch::Patch;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};

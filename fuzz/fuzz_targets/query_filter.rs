@@ -2,8 +2,8 @@
 #![no_main]
 
 use chat_gateway::protocol::Timestamp;
-use chat_gateway::users::model::User;
-use chat_gateway::users::query::{UserQuery, MAX_LIMIT, MAX_OFFSET};
+use chat_gateway::model::user::User;
+use chat_gateway::model::query::{UserQuery, MAX_LIMIT, MAX_OFFSET};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 

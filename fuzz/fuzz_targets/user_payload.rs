@@ -5,7 +5,7 @@
 
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::StoredUser;
-use chat_gateway::users::model::{user_id_of, validate_id, SettableFields, User};
+use chat_gateway::model::user::{user_id_of, validate_id, SettableFields, User};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

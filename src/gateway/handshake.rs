@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::auth::{Identity, TokenClaims};
+use crate::model::user::{validate_id, User};
 use crate::protocol::{ApiError, ErrorCode};
-use crate::users::model::{validate_id, User};
 use crate::users::UsersService;
 
 /// What a client sends to connect, from the query string or a connect frame.

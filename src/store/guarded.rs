@@ -19,9 +19,9 @@ use serde_json::{Map, Value};
 use super::ballast::Ballast;
 use super::space::SpaceGuard;
 use super::{NameScope, Store, StoreError, StoreHealth, StoredUser, Task, UserChange};
+use crate::model::query::UserQuery;
+use crate::model::user::User;
 use crate::protocol::Timestamp;
-use crate::users::model::User;
-use crate::users::query::UserQuery;
 
 /// Opens the backend (again).
 pub type Opener = Arc<dyn Fn() -> Result<Arc<dyn Store>, StoreError> + Send + Sync>;

@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::model::query::UserQuery;
+use crate::model::user::User;
 use crate::protocol::Timestamp;
-use crate::users::model::User;
-use crate::users::query::UserQuery;
 
 pub use ballast::Ballast;
 pub use guarded::GuardedStore;

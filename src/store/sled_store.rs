@@ -26,10 +26,10 @@ use sled::Transactional;
 
 use super::group_commit::GroupCommit;
 use super::{Expect, NameScope, Store, StoreError, StoredUser, Task, UserChange};
+use crate::model::query::UserQuery;
+use crate::model::user::User;
+use crate::model::username::normalise;
 use crate::protocol::Timestamp;
-use crate::users::model::User;
-use crate::users::query::UserQuery;
-use crate::users::username::normalise;
 
 /// The schema version this code writes. Migrations, numbered by the version they produce:
 /// - 2: the username index is rebuilt, its keys being normal forms and normalisation having

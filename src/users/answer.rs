@@ -60,9 +60,9 @@ impl std::io::Write for ByteCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES, MAX_USER_BYTES};
+    use crate::model::user::User;
     use crate::protocol::Timestamp;
-    use crate::users::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES, MAX_USER_BYTES};
-    use crate::users::model::User;
     use serde_json::json;
 
     /// The largest user the bounds allow, as a query returns it.
@@ -94,7 +94,7 @@ mod tests {
             .limits
             .max_query_response_bytes;
         let mut answer = AnswerSize::new(max);
-        for i in 0..crate::users::query::MAX_LIMIT {
+        for i in 0..crate::model::query::MAX_LIMIT {
             answer.add(&largest_legal_user(i)).unwrap();
         }
     }

@@ -5,10 +5,10 @@
 use serde_json::{json, Map, Value};
 
 use crate::events::UserEvent;
+use crate::model::bounds;
+use crate::model::user::{validate_id, User};
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, Task, UserChange};
-use crate::users::bounds;
-use crate::users::model::{validate_id, User};
 use crate::users::service::{deleted, missing, name_checks, store_error, UsersService, MAX_BATCH};
 
 /// Most users in one export task.

@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::model::user::{MAX_VALUE_DEPTH, SERVER_OWNED_FIELDS};
 use crate::protocol::ApiError;
-use crate::users::model::{MAX_VALUE_DEPTH, SERVER_OWNED_FIELDS};
 
 /// A validated partial update of one user.
 #[derive(Debug, Clone, Default)]
@@ -231,7 +231,7 @@ mod tests {
         let mut m = Map::new();
         p.apply(&mut m);
         let user = json!({"id": "a", "a": m["a"]});
-        let mut u = crate::users::model::User::new("a", crate::protocol::Timestamp::now());
+        let mut u = crate::model::user::User::new("a", crate::protocol::Timestamp::now());
         u.replace_settable(user.as_object().unwrap()).unwrap();
     }
 }

@@ -9,15 +9,15 @@ use serde_json::{Map, Value};
 
 use crate::auth::{self, Identity, Secret, TokenClaims};
 use crate::events::{EventBus, UserEvent};
+use crate::model::query::UserQuery;
+use crate::model::user::{user_id_of, validate_id, SettableFields, User, SERVER_OWNED_FIELDS};
+use crate::model::username::{normalise, Enforcement};
 use crate::presence::Presence;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, NameScope, Store, StoreError, StoredUser, UserChange};
 use crate::users::answer::AnswerSize;
-use crate::users::model::{user_id_of, validate_id, SettableFields, User, SERVER_OWNED_FIELDS};
 use crate::users::patch::Patch;
-use crate::users::query::UserQuery;
 use crate::users::settings::AppSettings;
-use crate::users::username::{normalise, Enforcement};
 
 /// Most users in one upsert or partial update.
 pub const MAX_BATCH: usize = 100;
@@ -886,7 +886,7 @@ fn merge_details(
     }
     if fields == current {
         // Nothing to change, so nothing to validate: a user stored before the size bounds
-        // (`users::bounds`) still connects as long as it does not grow.
+        // (`model::bounds`) still connects as long as it does not grow.
         return Ok(base);
     }
     let mut user = base;

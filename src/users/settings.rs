@@ -2,8 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::model::username::Enforcement;
 use crate::protocol::{ApiError, Timestamp};
-use crate::users::username::Enforcement;
 
 /// The app settings object as stored (only keys ever set).
 #[derive(Debug, Clone, Default)]

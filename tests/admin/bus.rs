@@ -7,10 +7,10 @@ use chat_gateway::admin::ops::{dispatch, OpRequest};
 use chat_gateway::auth::Secret;
 use chat_gateway::events::{EventBus, EventSink, LocalBus, UserEvent};
 use chat_gateway::hub::Hub;
+use chat_gateway::model::user::User;
 use chat_gateway::presence::LocalPresence;
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::SledStore;
-use chat_gateway::users::model::User;
 use chat_gateway::users::UsersService;
 use serde_json::{json, Value};
 

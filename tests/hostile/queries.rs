@@ -19,9 +19,9 @@ async fn query(api: &Api, side: Side, payload: &Value) -> crate::Reply {
 /// Writes `count` users with `name_bytes`-long names straight to the store in `data`, as a
 /// gateway without the size bounds could have.
 async fn store_legacy_users(data: &std::path::Path, count: usize, name_bytes: usize) {
+    use chat_gateway::model::user::User;
     use chat_gateway::protocol::Timestamp;
     use chat_gateway::store::{Expect, SledStore, Store, UserChange};
-    use chat_gateway::users::model::User;
 
     std::fs::create_dir_all(data).expect("data dir");
     let store = SledStore::open(&data.join("db")).expect("store opens");

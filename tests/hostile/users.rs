@@ -208,9 +208,9 @@ async fn the_whole_user_is_bounded_but_a_full_team_list_stays_legal() {
 /// the connect changes nothing, and can be brought back within bounds by an update.
 #[tokio::test]
 async fn a_user_stored_before_the_bounds_still_connects_and_can_be_repaired() {
+    use chat_gateway::model::user::User;
     use chat_gateway::protocol::Timestamp;
     use chat_gateway::store::{Expect, SledStore, Store, UserChange};
-    use chat_gateway::users::model::User;
 
     let _shared = crate::memory::SHARED.read().await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::model::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES};
 use crate::protocol::{ApiError, Timestamp};
-use crate::users::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES};
 
-pub use crate::users::bounds::{check_custom_size, MAX_CUSTOM_BYTES};
+pub use crate::model::bounds::{check_custom_size, MAX_CUSTOM_BYTES};
 
 /// Longest user id, in bytes.
 pub const MAX_ID_BYTES: usize = 255;
@@ -208,7 +208,7 @@ impl User {
     /// Replaces id-independent settable fields with those of `fields` (full replace):
     /// built-ins not given return to their defaults, custom fields not given are dropped.
     /// Server-owned keys in `fields` are ignored. The result must fit the size bounds
-    /// (`users::bounds`); on an error `self` is left half-replaced and must be dropped.
+    /// (`model::bounds`); on an error `self` is left half-replaced and must be dropped.
     pub fn replace_settable(&mut self, fields: &Map<String, Value>) -> Result<(), ApiError> {
         let parsed = SettableFields::parse(fields)?;
         self.role = parsed.role.unwrap_or_else(|| "user".to_owned());

@@ -10,8 +10,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::model::user::User;
 use crate::protocol::{ApiError, ErrorCode};
-use crate::users::model::User;
 
 /// Largest custom-data size (its JSON encoding) a user may carry.
 pub const MAX_CUSTOM_BYTES: usize = 5 * 1024;

@@ -5,8 +5,8 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
+use crate::model::user::User;
 use crate::protocol::{ApiError, Timestamp};
-use crate::users::model::User;
 
 /// Largest page.
 pub const MAX_LIMIT: usize = 100;
@@ -28,7 +28,7 @@ pub const MAX_IN_VALUES: usize = 1000;
 pub const MAX_AUTOCOMPLETE_BYTES: usize = 255;
 /// How much of a string field `$autocomplete` and `$contains` read: the largest custom data
 /// a user may carry, so every field that fits the user bounds is read whole.
-pub const MAX_SCANNED_BYTES: usize = crate::users::bounds::MAX_CUSTOM_BYTES;
+pub const MAX_SCANNED_BYTES: usize = crate::model::bounds::MAX_CUSTOM_BYTES;
 
 /// A parsed query.
 #[derive(Debug, Clone)]
