@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::admin::feed::AdminFeed;
 use crate::admin::AdminState;
 use crate::auth::Secret;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::events::{EventBus, LocalBus};
 use crate::gateway::GatewayState;
 use crate::http::{BodyLimit, RateLimiter};
@@ -38,8 +38,19 @@ pub enum AppError {
     Service(#[from] crate::protocol::ApiError),
 }
 
+/// Opens the store `store.kind` names, ready to serve (its background upkeep started).
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+    match config.store.kind {
+        StoreKind::Sled => {
+            let guarded = open_sled(config)?;
+            guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
+            Ok(guarded)
+        }
+    }
+}
+
 /// Opens the embedded store in the configured data dir, behind the data volume guard.
-pub fn open_store(config: &Config) -> Result<Arc<GuardedStore>, AppError> {
+fn open_sled(config: &Config) -> Result<Arc<GuardedStore>, AppError> {
     std::fs::create_dir_all(&config.data_dir)?;
     let space = SpaceGuard::new(
         &config.data_dir,
@@ -65,9 +76,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let guarded = open_store(&config)?;
-    guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
-    let store: Arc<dyn Store> = guarded;
+    let store = open_store(&config)?;
     let limits = &config.limits;
     let hub = Arc::new(Hub::new(
         limits.max_connections,

@@ -85,9 +85,19 @@ pub struct Cors {
     pub allowed_origins: Vec<String>,
 }
 
-/// How the store guards its data volume (see `config/default.toml` for each meaning).
+/// Which store backs the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// sled, embedded in the data dir: the zero-setup default.
+    Sled,
+}
+
+/// The store and how it guards its data volume (see `config/default.toml` for each meaning).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreConfig {
+    /// Which store.
+    pub kind: StoreKind,
     /// Free bytes the data volume keeps; below it writes are refused (0: never refused).
     pub min_free_bytes: u64,
     /// Milliseconds between measurements of the free space.
@@ -265,5 +275,22 @@ mod tests {
         c.api_key = "k".into();
         c.api_secret = "very-secret-value".into();
         assert!(!format!("{c:?}").contains("very-secret-value"));
+    }
+
+    #[test]
+    fn the_store_kind_defaults_to_sled_and_refuses_what_it_does_not_know() {
+        assert_eq!(Config::defaults().store.kind, StoreKind::Sled);
+        let with = |toml: &str| {
+            Figment::from(Toml::string(DEFAULTS))
+                .merge(Toml::string(toml))
+                .extract::<Config>()
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            with("[store]\nkind = \"sled\"").unwrap().store.kind,
+            StoreKind::Sled
+        );
+        let err = with("[store]\nkind = \"mongo\"").unwrap_err();
+        assert!(err.contains("mongo") && err.contains("kind"), "{err}");
     }
 }

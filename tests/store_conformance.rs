@@ -9,8 +9,8 @@ use chat_gateway::model::query::UserQuery;
 use chat_gateway::model::user::User;
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::{
-    Expect, GuardedStore, NameScope, SledStore, SpaceGuard, Store, StoreError, StoredUser, Task,
-    UserChange,
+    Expect, GuardedStore, NameScope, SledStore, SpaceGuard, Store, StoreError, StoredSettings,
+    StoredUser, Task, UserChange,
 };
 use serde_json::{json, Map, Value};
 
@@ -652,18 +652,37 @@ async fn last_active_is_recorded<S: Store>(store: &S) {
 }
 
 /// Settings, tasks and exports read back exactly as written; absent ones are `None`/empty.
+/// Settings saves are conditional on the version read: a stale one is refused.
 async fn settings_tasks_exports_roundtrip<S: Store>(store: &S) {
-    assert!(store.app_settings().await.unwrap().is_empty());
+    let empty = store.app_settings().await.unwrap();
+    assert!(empty.settings.is_empty());
+    assert_eq!(empty.version, 0);
     let settings = json!({"enforce_unique_usernames": "team", "event_hooks": [{"z": 1, "a": 2}],
                           "custom": {"nested": [1, 2]}});
     let settings = settings.as_object().unwrap().clone();
-    store.save_app_settings(&settings).await.unwrap();
-    assert_eq!(store.app_settings().await.unwrap(), settings);
+    let v1 = store.save_app_settings(&settings, 0).await.unwrap();
+    assert!(v1 > 0);
+    let read = store.app_settings().await.unwrap();
+    assert_eq!((read.version, &read.settings), (v1, &settings));
     // Replaced, not merged, at this level.
     let mut smaller = Map::new();
     smaller.insert("only".into(), Value::Bool(true));
-    store.save_app_settings(&smaller).await.unwrap();
-    assert_eq!(store.app_settings().await.unwrap(), smaller);
+    let v2 = store.save_app_settings(&smaller, v1).await.unwrap();
+    assert!(v2 > v1);
+    assert_eq!(store.app_settings().await.unwrap().settings, smaller);
+    // A writer still holding version v1 lost the race: refused, nothing overwritten.
+    let stale = store.save_app_settings(&settings, v1).await;
+    assert!(
+        matches!(stale, Err(StoreError::SettingsChanged)),
+        "{stale:?}"
+    );
+    assert_eq!(
+        store.app_settings().await.unwrap(),
+        StoredSettings {
+            version: v2,
+            settings: smaller
+        }
+    );
 
     assert_eq!(store.get_task("nope").await.unwrap(), None);
     let mut t = task("4f0e2a52-7a5b-4c1b-9f0e-2a527a5b4c1b");
@@ -708,7 +727,7 @@ where
             .unwrap();
         let mut settings = Map::new();
         settings.insert("enforce_unique_usernames".into(), json!("app"));
-        store.save_app_settings(&settings).await.unwrap();
+        store.save_app_settings(&settings, 0).await.unwrap();
         store.put_task(&task("t-1")).await.unwrap();
         store
             .put_export("x-1", &json!({"users": []}))
@@ -727,7 +746,7 @@ where
     assert!(matches!(again, Err(StoreError::Tombstoned(_))), "{again:?}");
     assert_eq!(holders(&store, "persisted", NameScope::App).await, ["p1"]);
     assert_eq!(holders(&store, "persisted", team("red")).await, ["p1"]);
-    assert_eq!(store.app_settings().await.unwrap(), written.1);
+    assert_eq!(store.app_settings().await.unwrap().settings, written.1);
     assert_eq!(
         store.get_task("t-1").await.unwrap(),
         Some(task_like("t-1", &store).await)

@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 
 use super::ballast::Ballast;
 use super::space::SpaceGuard;
-use super::{NameScope, Store, StoreError, StoreHealth, StoredUser, Task, UserChange};
+use super::{
+    NameScope, Store, StoreError, StoreHealth, StoredSettings, StoredUser, Task, UserChange,
+};
 use crate::model::query::UserQuery;
 use crate::model::user::User;
 use crate::protocol::Timestamp;
@@ -249,13 +251,17 @@ impl Store for GuardedStore {
         self.backend()?.name_holders(name, scope).await
     }
 
-    async fn app_settings(&self) -> Result<Map<String, Value>, StoreError> {
+    async fn app_settings(&self) -> Result<StoredSettings, StoreError> {
         self.backend()?.app_settings().await
     }
 
-    async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError> {
+    async fn save_app_settings(
+        &self,
+        settings: &Map<String, Value>,
+        expect: u64,
+    ) -> Result<u64, StoreError> {
         let b = self.admit_write()?;
-        let result = b.save_app_settings(settings).await;
+        let result = b.save_app_settings(settings, expect).await;
         self.after_write(&b, result).await
     }
 
@@ -342,7 +348,7 @@ mod tests {
             matches!(touched, Err(StoreError::VolumeFull(_))),
             "{touched:?}"
         );
-        let settings = store.save_app_settings(&Map::new()).await;
+        let settings = store.save_app_settings(&Map::new(), 0).await;
         assert!(matches!(settings, Err(StoreError::VolumeFull(_))));
         store.apply_user_batch(vec![]).await.unwrap();
         assert!(store.get_user("a").await.unwrap().is_some());

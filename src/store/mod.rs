@@ -107,6 +107,9 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The app settings were saved by another writer since they were read.
+    #[error("app settings changed concurrently")]
+    SettingsChanged,
     /// The page of a query is larger than its `max_answer_bytes`.
     #[error("the answer would be larger than {0} bytes")]
     AnswerTooLarge(usize),
@@ -128,6 +131,15 @@ pub enum StoreHealth {
     Ok,
     /// Writes are refused, for the reason given; reads may still work.
     Degraded(String),
+}
+
+/// The app settings as stored, with the version a conditional save names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredSettings {
+    /// Bumped by every save; 0 before the first.
+    pub version: u64,
+    /// The settings object.
+    pub settings: Map<String, Value>,
 }
 
 /// A persisted batch task.
@@ -167,10 +179,16 @@ pub trait Store: Send + Sync + 'static {
     async fn query_users(&self, query: &UserQuery) -> Result<Vec<User>, StoreError>;
     /// Ids of other active users holding a name in the given scope (for tests and audits).
     async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError>;
-    /// The app settings object.
-    async fn app_settings(&self) -> Result<Map<String, Value>, StoreError>;
-    /// Replaces the app settings object, durably.
-    async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError>;
+    /// The app settings object and its version (0 before the first save).
+    async fn app_settings(&self) -> Result<StoredSettings, StoreError>;
+    /// Replaces the app settings object, durably, if it is still at version `expect`;
+    /// returns the new version, or [`StoreError::SettingsChanged`] when another writer saved
+    /// first (the caller re-reads and merges again).
+    async fn save_app_settings(
+        &self,
+        settings: &Map<String, Value>,
+        expect: u64,
+    ) -> Result<u64, StoreError>;
     /// Creates or replaces a task, durably.
     async fn put_task(&self, task: &Task) -> Result<(), StoreError>;
     /// One task.

@@ -7,7 +7,8 @@
 //!   user whatever the enforcement setting, so switching enforcement on is instant.
 //! - `userid_tombstone`: user id → deletion time; permanent.
 //! - `userid_lastactive`: user id → last activity (not part of the user's version).
-//! - `settings`: `app` → JSON app settings.
+//! - `settings`: `app` → JSON app settings; `app_version` → u64 big-endian, bumped by every
+//!   save (absent: 0, as written before settings were versioned).
 //! - `taskid_task`: task id → JSON [`Task`].
 //! - `exportid_export`: export id → JSON document.
 //! - `meta`: `schema_version` → u32 big-endian.
@@ -25,7 +26,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::group_commit::GroupCommit;
-use super::{Expect, NameScope, Store, StoreError, StoredUser, Task, UserChange};
+use super::{Expect, NameScope, Store, StoreError, StoredSettings, StoredUser, Task, UserChange};
 use crate::model::query::UserQuery;
 use crate::model::user::User;
 use crate::model::username::normalise;
@@ -444,20 +445,50 @@ impl Store for SledStore {
         }
     }
 
-    async fn app_settings(&self) -> Result<Map<String, Value>, StoreError> {
-        match self.inner.settings.get("app").map_err(sled_error)? {
-            None => Ok(Map::new()),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
-        }
+    async fn app_settings(&self) -> Result<StoredSettings, StoreError> {
+        let tree = &self.inner.settings;
+        let (app, version) = (
+            tree.get("app").map_err(sled_error)?,
+            tree.get("app_version").map_err(sled_error)?,
+        );
+        let settings = match app {
+            None => Map::new(),
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+        };
+        Ok(StoredSettings {
+            version: settings_version(version.as_deref())?,
+            settings,
+        })
     }
 
-    async fn save_app_settings(&self, settings: &Map<String, Value>) -> Result<(), StoreError> {
+    async fn save_app_settings(
+        &self,
+        settings: &Map<String, Value>,
+        expect: u64,
+    ) -> Result<u64, StoreError> {
         let bytes = serde_json::to_vec(settings).expect("settings encode");
-        self.inner
-            .settings
-            .insert("app", bytes)
-            .map_err(sled_error)?;
-        self.durable().await
+        let saved = self.inner.settings.transaction(|tx| {
+            let found = settings_version(tx.get("app_version")?.as_deref())
+                .map_err(ConflictableTransactionError::Abort)?;
+            if found != expect {
+                return Err(ConflictableTransactionError::Abort(
+                    StoreError::SettingsChanged,
+                ));
+            }
+            let next = found + 1;
+            tx.insert("app", bytes.as_slice())?;
+            tx.insert("app_version", &next.to_be_bytes())?;
+            Ok(next)
+        });
+        let version = match saved {
+            Ok(v) => v,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(sled_error(e)),
+        };
+        self.durable().await?;
+        Ok(version)
     }
 
     async fn put_task(&self, task: &Task) -> Result<(), StoreError> {
@@ -498,6 +529,17 @@ impl Store for SledStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.durable().await
+    }
+}
+
+/// The settings version stored under `app_version` (absent: 0).
+fn settings_version(bytes: Option<&[u8]>) -> Result<u64, StoreError> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => b
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("app_version".into())),
     }
 }
 

@@ -47,8 +47,8 @@ pub struct UsersService {
     pub(crate) store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     presence: Arc<dyn Presence>,
-    settings: RwLock<AppSettings>,
-    settings_write: tokio::sync::Mutex<()>,
+    /// The app settings as last read or saved, with their stored version.
+    settings: RwLock<(u64, AppSettings)>,
     secret: Secret,
     api_key: String,
     max_answer_bytes: usize,
@@ -175,13 +175,12 @@ impl UsersService {
         api_key: String,
         secret: Secret,
     ) -> Result<Self, ApiError> {
-        let settings = store.app_settings().await.map_err(store_error)?;
+        let stored = store.app_settings().await.map_err(store_error)?;
         Ok(Self {
             store,
             bus,
             presence,
-            settings: RwLock::new(AppSettings::from_stored(settings)),
-            settings_write: tokio::sync::Mutex::new(()),
+            settings: RwLock::new((stored.version, AppSettings::from_stored(stored.settings))),
             secret,
             api_key,
             max_answer_bytes: crate::config::Config::defaults()
@@ -201,6 +200,7 @@ impl UsersService {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .1
             .clone()
     }
 
@@ -744,15 +744,36 @@ impl UsersService {
         let patch = body
             .as_object()
             .ok_or_else(|| ApiError::input("body must be an object").in_operation(op))?;
-        let _guard = self.settings_write.lock().await;
-        let current = self.settings();
-        let next = current.merged(patch).map_err(|e| e.in_operation(op))?;
-        self.store
-            .save_app_settings(next.stored())
-            .await
-            .map_err(|e| store_error(e).in_operation(op))?;
+        // A conditional write on the stored version: two writers (on this node or, with a
+        // shared store, on two) merge into what the other saved instead of overwriting it.
+        let mut attempts = 0;
+        let next = loop {
+            let stored = self
+                .store
+                .app_settings()
+                .await
+                .map_err(|e| store_error(e).in_operation(op))?;
+            let current = AppSettings::from_stored(stored.settings);
+            let next = current.merged(patch).map_err(|e| e.in_operation(op))?;
+            match self
+                .store
+                .save_app_settings(next.stored(), stored.version)
+                .await
+            {
+                Ok(version) => break (version, next),
+                Err(StoreError::SettingsChanged) if attempts < MAX_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(store_error(e).in_operation(op)),
+            }
+        };
+        let (version, next) = next;
         let revoke = next.revoke_before();
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = next;
+        {
+            let mut cached = self.settings.write().unwrap_or_else(|p| p.into_inner());
+            // Concurrent saves finish in any order; the cache keeps the newest.
+            if cached.0 < version {
+                *cached = (version, next);
+            }
+        }
         self.publish(UserEvent::AppSettingsChanged);
         if patch.contains_key("revoke_tokens_issued_before") {
             if let Some(before) = revoke {

@@ -205,3 +205,28 @@ async fn the_api_key_shown_is_always_the_real_one() {
     assert_eq!(app["x"], 1);
     srv.stop().await;
 }
+
+/// Settings are a conditional write on their stored version: concurrent `PATCH /app` calls
+/// each merge into what the others saved, so none of their keys is lost.
+#[tokio::test]
+async fn concurrent_settings_patches_lose_no_update() {
+    let srv = TestServer::start().await;
+    let patches: Vec<_> = (0..24)
+        .map(|i| {
+            let api = srv.api().clone();
+            tokio::spawn(async move {
+                let body = serde_json::json!({ format!("key_{i}"): i });
+                let (status, _, reply) = api.admin(Method::PATCH, "/app", Some(body)).await;
+                assert_eq!(status, 200, "{reply}");
+            })
+        })
+        .collect();
+    for p in patches {
+        p.await.unwrap();
+    }
+    let (_, _, body) = srv.admin(Method::GET, "/app", None).await;
+    for i in 0..24 {
+        assert_eq!(body["app"][format!("key_{i}")], i, "key_{i} lost: {body}");
+    }
+    srv.stop().await;
+}

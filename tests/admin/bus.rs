@@ -146,3 +146,45 @@ async fn connection_reports_become_presence_events_except_for_invisible_users() 
         "{got:?}"
     );
 }
+
+/// Two services over one store — two nodes sharing a database — patching the app settings
+/// at once: each save is conditional on the version it read, so no patch is lost.
+#[tokio::test]
+async fn two_services_on_one_store_lose_no_settings_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn chat_gateway::store::Store> =
+        Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let hub = Arc::new(Hub::new(100, 10, 16));
+        let bus = Arc::new(LocalBus::new());
+        let presence = Arc::new(LocalPresence::new(hub));
+        let svc = UsersService::new(store.clone(), bus, presence, "k".into(), Secret::new("s"))
+            .await
+            .unwrap();
+        nodes.push(Arc::new(svc));
+    }
+    let patches: Vec<_> = (0..40)
+        .map(|i| {
+            let svc = nodes[i % 2].clone();
+            tokio::spawn(async move {
+                let req = OpRequest {
+                    body: json!({ format!("key_{i}"): i }),
+                    ..OpRequest::default()
+                };
+                dispatch(&svc, "updateApp", req).await.unwrap();
+            })
+        })
+        .collect();
+    for p in patches {
+        p.await.unwrap();
+    }
+    let saved = store.app_settings().await.unwrap().settings;
+    for i in 0..40 {
+        assert_eq!(
+            saved.get(&format!("key_{i}")),
+            Some(&json!(i)),
+            "key_{i} lost"
+        );
+    }
+}
