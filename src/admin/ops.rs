@@ -39,25 +39,34 @@ impl OpRequest {
     }
 }
 
-/// Names of every operation, as admin WebSocket frames spell them.
-pub const OPERATIONS: &[&str] = &[
-    "upsertUsers",
-    "partialUpdateUsers",
-    "queryUsers",
-    "deleteUser",
-    "deleteUsers",
-    "restoreUsers",
-    "deactivateUser",
-    "deactivateUsers",
-    "reactivateUser",
-    "reactivateUsers",
-    "exportUser",
-    "exportUsers",
-    "getTask",
-    "getApp",
-    "updateApp",
-    "createGuest",
+/// Every operation: its name in admin WebSocket frames, and the name Stream's error messages
+/// give it (`<Operation> failed with error: "..."`), set here once for every error.
+pub const OPERATIONS: &[(&str, &str)] = &[
+    ("upsertUsers", "UpdateUsers"),
+    ("partialUpdateUsers", "UpdateUsersPartial"),
+    ("queryUsers", "QueryUsers"),
+    ("deleteUser", "DeleteUser"),
+    ("deleteUsers", "DeleteUsers"),
+    ("restoreUsers", "RestoreUsers"),
+    ("deactivateUser", "DeactivateUser"),
+    ("deactivateUsers", "DeactivateUsers"),
+    ("reactivateUser", "ReactivateUser"),
+    ("reactivateUsers", "ReactivateUsers"),
+    ("exportUser", "ExportUser"),
+    ("exportUsers", "ExportUsers"),
+    ("getTask", "GetTask"),
+    ("getApp", "GetApp"),
+    ("updateApp", "UpdateApp"),
+    ("createGuest", "CreateGuest"),
 ];
+
+/// The name Stream's error messages give an operation.
+pub fn operation_name(op: &str) -> Option<&'static str> {
+    OPERATIONS
+        .iter()
+        .find(|(frame, _)| *frame == op)
+        .map(|(_, name)| *name)
+}
 
 fn object(v: Value) -> Map<String, Value> {
     match v {
@@ -66,12 +75,20 @@ fn object(v: Value) -> Map<String, Value> {
     }
 }
 
-/// Runs one operation with server rights.
+/// Runs one operation with server rights; its errors name the operation.
 pub async fn dispatch(
     svc: &UsersService,
     op: &str,
     req: OpRequest,
 ) -> Result<Map<String, Value>, ApiError> {
+    let result = run(svc, op, req).await;
+    match operation_name(op) {
+        Some(name) => result.map_err(|e| e.in_operation(name)),
+        None => result,
+    }
+}
+
+async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String, Value>, ApiError> {
     let server = Caller::Server;
     let out = match op {
         "upsertUsers" => {
@@ -84,10 +101,8 @@ pub async fn dispatch(
         }
         "queryUsers" => {
             let payload = match req.params.get("payload") {
-                Some(p) => serde_json::from_str(p).map_err(|e| {
-                    ApiError::input(format!("payload is not valid JSON: {e}"))
-                        .in_operation("QueryUsers")
-                })?,
+                Some(p) => serde_json::from_str(p)
+                    .map_err(|e| ApiError::input(format!("payload is not valid JSON: {e}")))?,
                 None => req.body.clone(),
             };
             let users = svc.query_users(&payload, &server).await?;

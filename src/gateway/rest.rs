@@ -57,14 +57,6 @@ async fn caller(
     }
 }
 
-fn anonymous_write(op: &'static str) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotAllowed,
-        "anonymous users are not allowed to perform this action",
-    )
-    .in_operation(op)
-}
-
 fn respond(result: Result<Map<String, Value>, ApiError>, started: Instant) -> Response {
     match result {
         Ok(body) => http::ok(body, started),
@@ -89,7 +81,11 @@ pub async fn guest(
             return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found"));
         }
         state.guests.admit(peer.ip())?;
-        let (user, token) = state.svc.create_guest(&body).await?;
+        let (user, token) = state
+            .svc
+            .create_guest(&body)
+            .await
+            .map_err(|e| e.in_operation("CreateGuest"))?;
         Ok(
             json!({"access_token": token, "user": state.svc.wire(&user).await})
                 .as_object()
@@ -121,13 +117,15 @@ async fn write_own(
     let result = async {
         let who = caller(&state.svc, &query, &headers).await?;
         let svc = &state.svc;
-        let users = match (kind, &who) {
-            (OwnWrite::Upsert, Caller::Anonymous) => return Err(anonymous_write("UpdateUsers")),
-            (OwnWrite::Partial, Caller::Anonymous) => {
-                return Err(anonymous_write("UpdateUsersPartial"))
-            }
-            (OwnWrite::Upsert, _) => svc.upsert_users(&body, &who).await?,
-            (OwnWrite::Partial, _) => svc.partial_update_users(&body, &who).await?,
+        let users = match kind {
+            OwnWrite::Upsert => svc
+                .upsert_users(&body, &who)
+                .await
+                .map_err(|e| e.in_operation("UpdateUsers"))?,
+            OwnWrite::Partial => svc
+                .partial_update_users(&body, &who)
+                .await
+                .map_err(|e| e.in_operation("UpdateUsersPartial"))?,
         };
         let mut out = Map::new();
         out.insert("users".into(), svc.users_by_id(&users).await);
@@ -175,7 +173,11 @@ pub async fn query_users(
             })?,
             None => json!({}),
         };
-        let users = state.svc.query_users(&payload, &who).await?;
+        let users = state
+            .svc
+            .query_users(&payload, &who)
+            .await
+            .map_err(|e| e.in_operation("QueryUsers"))?;
         let wants_presence = payload.get("presence").and_then(Value::as_bool) == Some(true);
         if let (true, Some(conn_id)) = (wants_presence, query.get("connection_id")) {
             if let Some(conn) = state.hub.connection(conn_id) {

@@ -9,18 +9,30 @@
 //! never loses a snapshot it is writing.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 
-/// Removes the unfinished snapshots of the database in `dir`; returns how many. Does nothing
-/// when there is no database yet or another instance holds it (sled's open then says so).
+/// How long an open waits for an instance that is closing (in this process or a previous
+/// one) to release the database: sled's background threads let go of the lock a moment after
+/// the last handle is dropped.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+
+/// Removes the unfinished snapshots of the database in `dir`; returns how many. Waits up to
+/// [`RELEASE_WAIT`] for an instance that is closing to release the database; does nothing
+/// when there is no database yet or another instance keeps holding it (sled's open then says
+/// so).
 pub fn remove_unfinished(dir: &Path) -> std::io::Result<usize> {
     // sled's lock: an exclusive flock on the `db` file, released when the file closes.
     let Ok(lock) = std::fs::File::open(dir.join("db")) else {
         return Ok(0);
     };
-    if lock.try_lock_exclusive().is_err() {
-        return Ok(0);
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while lock.try_lock_exclusive().is_err() {
+        if Instant::now() >= deadline {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {

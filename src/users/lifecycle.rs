@@ -114,8 +114,7 @@ impl UsersService {
         hard: bool,
         mark_messages_deleted: bool,
     ) -> Result<User, ApiError> {
-        let op = "DeleteUser";
-        validate_id(id).map_err(|e| e.in_operation(op))?;
+        validate_id(id)?;
         let mode = if hard {
             DeleteMode::Hard
         } else {
@@ -133,8 +132,7 @@ impl UsersService {
                     Ok((vec![change], user))
                 })
             })
-            .await
-            .map_err(|e| e.in_operation(op))?;
+            .await?;
         self.publish(UserEvent::Deleted {
             user: user.clone(),
             hard,
@@ -145,7 +143,6 @@ impl UsersService {
 
     /// `POST /users/delete`: a batch delete as a task.
     pub async fn delete_users(&self, body: &Value) -> Result<String, ApiError> {
-        let op = "DeleteUsers";
         let run = async {
             let ids = ids_of(body, MAX_BATCH)?;
             let mode = opt_str(body, "user")?
@@ -210,14 +207,13 @@ impl UsersService {
             }
             Ok(result)
         };
-        let result = run.await.map_err(|e| e.in_operation(op))?;
+        let result = run.await?;
         self.completed_task(result).await
     }
 
     /// `POST /users/restore`: soft-deleted users come back, all or nothing.
     pub async fn restore_users(&self, body: &Value) -> Result<(), ApiError> {
-        let op = "RestoreUsers";
-        let ids = ids_of(body, MAX_BATCH).map_err(|e| e.in_operation(op))?;
+        let ids = ids_of(body, MAX_BATCH)?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let users = self
@@ -250,8 +246,7 @@ impl UsersService {
                     Ok((changes, users))
                 })
             })
-            .await
-            .map_err(|e| e.in_operation(op))?;
+            .await?;
         for u in &users {
             self.publish_updated(u).await;
         }
@@ -308,23 +303,15 @@ impl UsersService {
 
     /// `POST /users/{id}/deactivate`.
     pub async fn deactivate_user(&self, id: &str, body: &Value) -> Result<User, ApiError> {
-        let op = "DeactivateUser";
-        validate_id(id).map_err(|e| e.in_operation(op))?;
-        let mut users = self
-            .deactivate(&[id.to_owned()], body)
-            .await
-            .map_err(|e| e.in_operation(op))?;
+        validate_id(id)?;
+        let mut users = self.deactivate(&[id.to_owned()], body).await?;
         Ok(users.remove(0))
     }
 
     /// `POST /users/deactivate`: a batch as a task.
     pub async fn deactivate_users(&self, body: &Value) -> Result<String, ApiError> {
-        let op = "DeactivateUsers";
-        let ids = ids_of(body, MAX_BATCH).map_err(|e| e.in_operation(op))?;
-        let users = self
-            .deactivate(&ids, body)
-            .await
-            .map_err(|e| e.in_operation(op))?;
+        let ids = ids_of(body, MAX_BATCH)?;
+        let users = self.deactivate(&ids, body).await?;
         let list: Vec<Value> = self
             .wire_all(&users)
             .await
@@ -391,28 +378,19 @@ impl UsersService {
 
     /// `POST /users/{id}/reactivate`.
     pub async fn reactivate_user(&self, id: &str, body: &Value) -> Result<User, ApiError> {
-        let op = "ReactivateUser";
-        validate_id(id).map_err(|e| e.in_operation(op))?;
-        let name = opt_str(body, "name").map_err(|e| e.in_operation(op))?;
+        validate_id(id)?;
+        let name = opt_str(body, "name")?;
         if let Some(n) = name {
-            bounds::check_length("name", n.len(), bounds::MAX_NAME_BYTES)
-                .map_err(|e| e.in_operation(op))?;
+            bounds::check_length("name", n.len(), bounds::MAX_NAME_BYTES)?;
         }
-        let mut users = self
-            .reactivate(&[id.to_owned()], name, body)
-            .await
-            .map_err(|e| e.in_operation(op))?;
+        let mut users = self.reactivate(&[id.to_owned()], name, body).await?;
         Ok(users.remove(0))
     }
 
     /// `POST /users/reactivate`: a batch as a task.
     pub async fn reactivate_users(&self, body: &Value) -> Result<String, ApiError> {
-        let op = "ReactivateUsers";
-        let ids = ids_of(body, MAX_BATCH).map_err(|e| e.in_operation(op))?;
-        let users = self
-            .reactivate(&ids, None, body)
-            .await
-            .map_err(|e| e.in_operation(op))?;
+        let ids = ids_of(body, MAX_BATCH)?;
+        let users = self.reactivate(&ids, None, body).await?;
         let list: Vec<Value> = self
             .wire_all(&users)
             .await
@@ -426,13 +404,8 @@ impl UsersService {
 
     /// `GET /users/{id}/export`.
     pub async fn export_user(&self, id: &str) -> Result<Value, ApiError> {
-        let op = "ExportUser";
-        validate_id(id).map_err(|e| e.in_operation(op))?;
-        let stored = self
-            .load(id)
-            .await
-            .map_err(|e| e.in_operation(op))?
-            .ok_or_else(|| missing(id).in_operation(op))?;
+        validate_id(id)?;
+        let stored = self.load(id).await?.ok_or_else(|| missing(id))?;
         Ok(json!({"user": self.wire(&stored.user).await, "messages": [], "reactions": []}))
     }
 
@@ -443,11 +416,10 @@ impl UsersService {
         body: &Value,
         url_of: impl Fn(&str) -> String,
     ) -> Result<String, ApiError> {
-        let op = "ExportUsers";
-        let ids = ids_of(body, MAX_EXPORT).map_err(|e| e.in_operation(op))?;
+        let ids = ids_of(body, MAX_EXPORT)?;
         let mut users = Vec::new();
         for id in &ids {
-            if let Some(s) = self.load(id).await.map_err(|e| e.in_operation(op))? {
+            if let Some(s) = self.load(id).await? {
                 users.push(
                     json!({"user": self.wire(&s.user).await, "messages": [], "reactions": []}),
                 );
@@ -458,7 +430,7 @@ impl UsersService {
         self.store
             .put_export(&export_id, &doc)
             .await
-            .map_err(|e| store_error(e).in_operation(op))?;
+            .map_err(store_error)?;
         let mut result = Map::new();
         result.insert("url".into(), Value::String(url_of(&export_id)));
         self.completed_task(result).await
@@ -481,7 +453,6 @@ impl UsersService {
             .map_err(store_error)?
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::DoesNotExist, format!("task {id} does not exist"))
-                    .in_operation("GetTask")
             })
     }
 

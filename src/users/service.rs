@@ -146,6 +146,23 @@ fn not_allowed_role(id: &str, role: &str) -> ApiError {
     )
 }
 
+/// Who may write users: the server any of them, a user only itself, an anonymous caller
+/// none. `id: None` asks whether the caller may write at all.
+fn authorize_write(caller: &Caller, id: Option<&str>) -> Result<(), ApiError> {
+    match (caller, id) {
+        (Caller::Server, _) => Ok(()),
+        (Caller::Anonymous, _) => Err(ApiError::new(
+            ErrorCode::NotAllowed,
+            "anonymous users are not allowed to perform this action",
+        )),
+        (Caller::User(me), Some(id)) if me != id => Err(ApiError::new(
+            ErrorCode::NotAllowed,
+            format!("User '{me}' is not allowed to update user '{id}'"),
+        )),
+        (Caller::User(_), _) => Ok(()),
+    }
+}
+
 /// Team roles compared with "none" and "empty" as the same.
 fn same_team_roles(
     a: Option<&std::collections::BTreeMap<String, String>>,
@@ -343,39 +360,30 @@ impl UsersService {
 
     /// `POST /users`: full replace of up to 100 users, all or nothing.
     pub async fn upsert_users(&self, body: &Value, caller: &Caller) -> Result<Vec<User>, ApiError> {
-        let op = "UpdateUsers";
+        authorize_write(caller, None)?;
         let users = body
             .get("users")
             .and_then(Value::as_object)
-            .ok_or_else(|| ApiError::input("users is a required field").in_operation(op))?;
+            .ok_or_else(|| ApiError::input("users is a required field"))?;
         if users.is_empty() {
-            return Err(ApiError::input("users is a required field").in_operation(op));
+            return Err(ApiError::input("users is a required field"));
         }
         if users.len() > MAX_BATCH {
-            return Err(
-                ApiError::input(format!("users must contain at most {MAX_BATCH} items"))
-                    .in_operation(op),
-            );
+            return Err(ApiError::input(format!(
+                "users must contain at most {MAX_BATCH} items"
+            )));
         }
         let mut inputs = Vec::with_capacity(users.len());
         for (key, value) in users {
-            let fields = value.as_object().ok_or_else(|| {
-                ApiError::input(format!("user {key} must be an object")).in_operation(op)
-            })?;
-            let id = user_id_of(fields).map_err(|e| e.in_operation(op))?;
+            let fields = value
+                .as_object()
+                .ok_or_else(|| ApiError::input(format!("user {key} must be an object")))?;
+            let id = user_id_of(fields)?;
             if inputs.iter().any(|(seen, _, _)| seen == &id) {
-                return Err(duplicate_in_batch(&id).in_operation(op));
+                return Err(duplicate_in_batch(&id));
             }
-            let parsed = SettableFields::parse(fields).map_err(|e| e.in_operation(op))?;
-            if let Caller::User(me) = caller {
-                if &id != me {
-                    return Err(ApiError::new(
-                        ErrorCode::NotAllowed,
-                        format!("User '{me}' is not allowed to update user '{id}'"),
-                    )
-                    .in_operation(op));
-                }
-            }
+            let parsed = SettableFields::parse(fields)?;
+            authorize_write(caller, Some(&id))?;
             inputs.push((id, fields.clone(), parsed));
         }
         let mode = self.settings().enforcement();
@@ -421,8 +429,7 @@ impl UsersService {
                     Ok((changes, out))
                 })
             })
-            .await
-            .map_err(|e| e.in_operation(op))?;
+            .await?;
         let mut users = Vec::with_capacity(written.len());
         for (u, taken_over) in written {
             self.publish_update(&u, taken_over).await;
@@ -472,16 +479,15 @@ impl UsersService {
         body: &Value,
         caller: &Caller,
     ) -> Result<Vec<User>, ApiError> {
-        let op = "UpdateUsersPartial";
+        authorize_write(caller, None)?;
         let entries = body
             .get("users")
             .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::input("users is a required field").in_operation(op))?;
+            .ok_or_else(|| ApiError::input("users is a required field"))?;
         if entries.is_empty() || entries.len() > MAX_BATCH {
             return Err(ApiError::input(format!(
                 "users must contain between 1 and {MAX_BATCH} items"
-            ))
-            .in_operation(op));
+            )));
         }
         let server_fields: &[&str] = match caller {
             Caller::Server => &["revoke_tokens_issued_before"],
@@ -491,35 +497,24 @@ impl UsersService {
         for entry in entries {
             let obj = entry
                 .as_object()
-                .ok_or_else(|| ApiError::input("each update must be an object").in_operation(op))?;
-            let id = user_id_of(obj).map_err(|e| e.in_operation(op))?;
+                .ok_or_else(|| ApiError::input("each update must be an object"))?;
+            let id = user_id_of(obj)?;
             if patches.iter().any(|(seen, _, _)| seen == &id) {
-                return Err(duplicate_in_batch(&id).in_operation(op));
+                return Err(duplicate_in_batch(&id));
             }
-            if let Caller::User(me) = caller {
-                if &id != me {
-                    return Err(ApiError::new(
-                        ErrorCode::NotAllowed,
-                        format!("User '{me}' is not allowed to update user '{id}'"),
-                    )
-                    .in_operation(op));
-                }
-            }
-            let mut patch = Patch::parse(obj.get("set"), obj.get("unset"), server_fields)
-                .map_err(|e| e.in_operation(op))?;
+            authorize_write(caller, Some(&id))?;
+            let mut patch = Patch::parse(obj.get("set"), obj.get("unset"), server_fields)?;
             let revoke = match patch.take_set("revoke_tokens_issued_before") {
                 None if patch.take_unset("revoke_tokens_issued_before") => Some(None),
                 None => None,
                 Some(Value::Null) => Some(None),
                 Some(Value::String(s)) => Some(Some(Timestamp::parse(&s).ok_or_else(|| {
                     ApiError::input("revoke_tokens_issued_before must be an RFC 3339 timestamp")
-                        .in_operation(op)
                 })?)),
                 Some(_) => {
                     return Err(ApiError::input(
                         "revoke_tokens_issued_before must be a timestamp or null",
-                    )
-                    .in_operation(op))
+                    ))
                 }
             };
             patches.push((id, patch, revoke));
@@ -563,8 +558,7 @@ impl UsersService {
                     Ok((changes, out))
                 })
             })
-            .await
-            .map_err(|e| e.in_operation(op))?;
+            .await?;
         let mut users = Vec::with_capacity(written.len());
         for (u, revoke, taken_over) in written {
             self.publish_update(&u, taken_over).await;
@@ -644,23 +638,22 @@ impl UsersService {
 
     /// `POST /guest`: creates (or re-enters) a guest user and mints its token.
     pub async fn create_guest(&self, body: &Value) -> Result<(User, String), ApiError> {
-        let op = "CreateGuest";
         if self.settings().guests_disabled() {
-            return Err(
-                ApiError::new(ErrorCode::NotAllowed, "guest user creation is disabled")
-                    .in_operation(op),
-            );
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                "guest user creation is disabled",
+            ));
         }
         let mut fields = body
             .get("user")
             .and_then(Value::as_object)
             .cloned()
-            .ok_or_else(|| ApiError::input("user is a required field").in_operation(op))?;
+            .ok_or_else(|| ApiError::input("user is a required field"))?;
         if !fields.contains_key("id") {
             let generated = format!("guest-{}", uuid::Uuid::new_v4());
             fields.insert("id".into(), Value::String(generated));
         }
-        let id = user_id_of(&fields).map_err(|e| e.in_operation(op))?;
+        let id = user_id_of(&fields)?;
         fields.insert("role".into(), Value::String(GUEST_ROLE.into()));
         fields.remove("teams");
         fields.remove("teams_role");
@@ -694,8 +687,7 @@ impl UsersService {
                     Ok((vec![change], user))
                 })
             })
-            .await
-            .map_err(|e| e.in_operation(op))?;
+            .await?;
         self.publish_updated(&user).await;
         let token = self.mint_guest_token(&user.id);
         Ok((user, token))
@@ -707,14 +699,9 @@ impl UsersService {
         payload: &Value,
         caller: &Caller,
     ) -> Result<Vec<Map<String, Value>>, ApiError> {
-        let op = "QueryUsers";
-        let mut query = UserQuery::parse(payload).map_err(|e| e.in_operation(op))?;
+        let mut query = UserQuery::parse(payload)?;
         query.max_answer_bytes = self.max_answer_bytes;
-        let users = self
-            .store
-            .query_users(&query)
-            .await
-            .map_err(|e| store_error(e).in_operation(op))?;
+        let users = self.store.query_users(&query).await.map_err(store_error)?;
         let me = match caller {
             Caller::User(id) => Some(id.as_str()),
             _ => None,
@@ -732,7 +719,7 @@ impl UsersService {
                     w.remove("invisible");
                 }
             }
-            answer.add(&w).map_err(|e| e.in_operation(op))?;
+            answer.add(&w)?;
             out.push(w);
         }
         Ok(out)
@@ -740,21 +727,16 @@ impl UsersService {
 
     /// `PATCH /app`: validates and merges settings; app-level revocation ends connections.
     pub async fn update_app_settings(&self, body: &Value) -> Result<(), ApiError> {
-        let op = "UpdateApp";
         let patch = body
             .as_object()
-            .ok_or_else(|| ApiError::input("body must be an object").in_operation(op))?;
+            .ok_or_else(|| ApiError::input("body must be an object"))?;
         // A conditional write on the stored version: two writers (on this node or, with a
         // shared store, on two) merge into what the other saved instead of overwriting it.
         let mut attempts = 0;
         let next = loop {
-            let stored = self
-                .store
-                .app_settings()
-                .await
-                .map_err(|e| store_error(e).in_operation(op))?;
+            let stored = self.store.app_settings().await.map_err(store_error)?;
             let current = AppSettings::from_stored(stored.settings);
-            let next = current.merged(patch).map_err(|e| e.in_operation(op))?;
+            let next = current.merged(patch)?;
             match self
                 .store
                 .save_app_settings(next.stored(), stored.version)
@@ -762,7 +744,7 @@ impl UsersService {
             {
                 Ok(version) => break (version, next),
                 Err(StoreError::SettingsChanged) if attempts < MAX_ATTEMPTS => attempts += 1,
-                Err(e) => return Err(store_error(e).in_operation(op)),
+                Err(e) => return Err(store_error(e)),
             }
         };
         let (version, next) = next;
