@@ -1,16 +1,20 @@
 //! The users service: every rule about users lives here, written once and called by both
 //! listeners (REST and WebSocket).
 //!
-//! Layout: `patch` (set/unset paths), `answer` (the size bound of a query's answer),
-//! `settings` (app settings), `service` (the service itself: upsert, partial update, connect,
-//! guests, settings, auth checks), `lifecycle` (delete, deactivate, reactivate, restore,
-//! export and their batch tasks). The user object, queries and name normalisation they work
+//! Layout: `service` (the service: its state, the write cycle and its retries, queries, app
+//! settings, the mapping of store errors), `connect` (tokens checked against the stored
+//! user, connectUser, connection open and close), `writes` (upsert, partial update, guests),
+//! `lifecycle` (delete, deactivate, reactivate, restore, export and their batch tasks),
+//! `patch` (set/unset paths), `answer` (the size bound of a query's answer), `settings` (app
+//! settings). The user object, queries and name normalisation they work
 //! on live in `crate::model`.
 
 pub mod answer;
+pub mod connect;
 pub mod lifecycle;
 pub mod patch;
 pub mod service;
 pub mod settings;
+pub mod writes;
 
 pub use service::{Caller, UsersService};

@@ -1,0 +1,317 @@
+//! The writes of users' own data: upsert (full replace), partial update (set/unset) and
+//! guest creation, each one all-or-nothing batch, with who may write whom checked once.
+
+use serde_json::Value;
+
+use crate::events::UserEvent;
+use crate::model::user::{user_id_of, SettableFields, User};
+use crate::protocol::{ApiError, ErrorCode, Timestamp};
+use crate::store::{Expect, UserChange};
+use crate::users::patch::Patch;
+use crate::users::service::{
+    deleted, missing, name_checks, not_allowed_role, same_team_roles, same_teams, Caller,
+    UsersService, GUEST_ROLE, MAX_BATCH,
+};
+
+impl UsersService {
+    /// `POST /users`: full replace of up to 100 users, all or nothing.
+    pub async fn upsert_users(&self, body: &Value, caller: &Caller) -> Result<Vec<User>, ApiError> {
+        authorize_write(caller, None)?;
+        let users = body
+            .get("users")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ApiError::input("users is a required field"))?;
+        if users.is_empty() {
+            return Err(ApiError::input("users is a required field"));
+        }
+        if users.len() > MAX_BATCH {
+            return Err(ApiError::input(format!(
+                "users must contain at most {MAX_BATCH} items"
+            )));
+        }
+        let mut inputs = Vec::with_capacity(users.len());
+        for (key, value) in users {
+            let fields = value
+                .as_object()
+                .ok_or_else(|| ApiError::input(format!("user {key} must be an object")))?;
+            let id = user_id_of(fields)?;
+            if inputs.iter().any(|(seen, _, _)| seen == &id) {
+                return Err(duplicate_in_batch(&id));
+            }
+            let parsed = SettableFields::parse(fields)?;
+            authorize_write(caller, Some(&id))?;
+            inputs.push((id, fields.clone(), parsed));
+        }
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let written = self
+            .write_cycle(|svc| {
+                let inputs = &inputs;
+                let caller = caller.clone();
+                Box::pin(async move {
+                    let mut changes = Vec::with_capacity(inputs.len());
+                    let mut out = Vec::with_capacity(inputs.len());
+                    for (id, fields, _) in inputs {
+                        let stored = svc.load(id).await?;
+                        let (mut user, expect, old) = match stored {
+                            Some(s) => {
+                                if s.user.deleted_at.is_some() {
+                                    return Err(deleted(id));
+                                }
+                                if s.user.deactivated_at.is_some() {
+                                    return Err(ApiError::new(
+                                        ErrorCode::DoesNotExist,
+                                        format!("the user {id} was deactivated"),
+                                    ));
+                                }
+                                (s.user.clone(), Expect::Version(s.version), Some(s.user))
+                            }
+                            None => (User::new(id, now), Expect::Absent, None),
+                        };
+                        user.replace_settable(fields)?;
+                        if let Caller::User(_) = caller {
+                            svc.check_client_owned(old.as_ref(), &user)?;
+                        }
+                        user.updated_at = now;
+                        let check_names = name_checks(mode, old.as_ref(), &user);
+                        out.push((user.clone(), takes_over_guest(old.as_ref(), &user)));
+                        changes.push(UserChange::Put {
+                            user,
+                            expect,
+                            check_names,
+                            tombstone: false,
+                        });
+                    }
+                    Ok((changes, out))
+                })
+            })
+            .await?;
+        let mut users = Vec::with_capacity(written.len());
+        for (u, taken_over) in written {
+            self.publish_update(&u, taken_over).await;
+            users.push(u);
+        }
+        Ok(users)
+    }
+
+    /// Publishes a written user; a guest taken over by the back end loses its guest sessions.
+    async fn publish_update(&self, user: &User, taken_over: bool) {
+        self.publish_updated(user).await;
+        if taken_over {
+            self.publish(UserEvent::GuestTakenOver {
+                user_id: user.id.clone(),
+            });
+        }
+    }
+
+    /// A client may not change its own role or teams (403, code 17).
+    fn check_client_owned(&self, old: Option<&User>, new: &User) -> Result<(), ApiError> {
+        let (old_role, old_teams): (&str, &[String]) = match old {
+            Some(o) => (&o.role, &o.teams),
+            None => ("user", &[]),
+        };
+        if new.role != old_role {
+            return Err(not_allowed_role(&new.id, old_role));
+        }
+        if !same_teams(&new.teams, old_teams) {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                format!("User '{}' is not allowed to change teams", new.id),
+            ));
+        }
+        // Team roles are roles: a user may not grant itself one.
+        if !same_team_roles(
+            new.teams_role.as_ref(),
+            old.and_then(|o| o.teams_role.as_ref()),
+        ) {
+            return Err(not_allowed_role(&new.id, old_role));
+        }
+        Ok(())
+    }
+
+    /// `PATCH /users`: set/unset on up to 100 users, all or nothing.
+    pub async fn partial_update_users(
+        &self,
+        body: &Value,
+        caller: &Caller,
+    ) -> Result<Vec<User>, ApiError> {
+        authorize_write(caller, None)?;
+        let entries = body
+            .get("users")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::input("users is a required field"))?;
+        if entries.is_empty() || entries.len() > MAX_BATCH {
+            return Err(ApiError::input(format!(
+                "users must contain between 1 and {MAX_BATCH} items"
+            )));
+        }
+        let server_fields: &[&str] = match caller {
+            Caller::Server => &["revoke_tokens_issued_before"],
+            _ => &[],
+        };
+        let mut patches = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let obj = entry
+                .as_object()
+                .ok_or_else(|| ApiError::input("each update must be an object"))?;
+            let id = user_id_of(obj)?;
+            if patches.iter().any(|(seen, _, _)| seen == &id) {
+                return Err(duplicate_in_batch(&id));
+            }
+            authorize_write(caller, Some(&id))?;
+            let mut patch = Patch::parse(obj.get("set"), obj.get("unset"), server_fields)?;
+            let revoke = match patch.take_set("revoke_tokens_issued_before") {
+                None if patch.take_unset("revoke_tokens_issued_before") => Some(None),
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(Value::String(s)) => Some(Some(Timestamp::parse(&s).ok_or_else(|| {
+                    ApiError::input("revoke_tokens_issued_before must be an RFC 3339 timestamp")
+                })?)),
+                Some(_) => {
+                    return Err(ApiError::input(
+                        "revoke_tokens_issued_before must be a timestamp or null",
+                    ))
+                }
+            };
+            patches.push((id, patch, revoke));
+        }
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let written = self
+            .write_cycle(|svc| {
+                let patches = &patches;
+                let caller = caller.clone();
+                Box::pin(async move {
+                    let mut changes = Vec::new();
+                    let mut out = Vec::new();
+                    for (id, patch, revoke) in patches {
+                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                        if stored.user.deleted_at.is_some() {
+                            return Err(deleted(id));
+                        }
+                        let old = stored.user;
+                        let mut fields = old.settable_fields();
+                        patch.apply(&mut fields);
+                        let mut user = old.clone();
+                        user.replace_settable(&fields)?;
+                        if let Some(r) = revoke {
+                            user.revoke_tokens_issued_before = *r;
+                        }
+                        if caller != Caller::Server {
+                            svc.check_client_owned(Some(&old), &user)?;
+                        }
+                        user.updated_at = now;
+                        let check_names = name_checks(mode, Some(&old), &user);
+                        let taken_over = takes_over_guest(Some(&old), &user);
+                        out.push((user.clone(), revoke.flatten(), taken_over));
+                        changes.push(UserChange::Put {
+                            user,
+                            expect: Expect::Version(stored.version),
+                            check_names,
+                            tombstone: false,
+                        });
+                    }
+                    Ok((changes, out))
+                })
+            })
+            .await?;
+        let mut users = Vec::with_capacity(written.len());
+        for (u, revoke, taken_over) in written {
+            self.publish_update(&u, taken_over).await;
+            if let Some(before) = revoke {
+                self.publish(UserEvent::TokensRevoked {
+                    user_id: Some(u.id.clone()),
+                    before,
+                });
+            }
+            users.push(u);
+        }
+        Ok(users)
+    }
+
+    /// `POST /guest`: creates (or re-enters) a guest user and mints its token.
+    pub async fn create_guest(&self, body: &Value) -> Result<(User, String), ApiError> {
+        if self.settings().guests_disabled() {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                "guest user creation is disabled",
+            ));
+        }
+        let mut fields = body
+            .get("user")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| ApiError::input("user is a required field"))?;
+        if !fields.contains_key("id") {
+            let generated = format!("guest-{}", uuid::Uuid::new_v4());
+            fields.insert("id".into(), Value::String(generated));
+        }
+        let id = user_id_of(&fields)?;
+        fields.insert("role".into(), Value::String(GUEST_ROLE.into()));
+        fields.remove("teams");
+        fields.remove("teams_role");
+        let mode = self.settings().enforcement();
+        let now = Timestamp::now();
+        let user = self
+            .write_cycle(|svc| {
+                let fields = &fields;
+                let id = &id;
+                Box::pin(async move {
+                    let stored = svc.load(id).await?;
+                    let (mut user, expect, old) = match stored {
+                        Some(s) if s.user.role != GUEST_ROLE => {
+                            return Err(ApiError::input(format!(
+                                "user {id} already exists and is not a guest"
+                            )))
+                        }
+                        Some(s) if !s.user.is_active() => return Err(deleted(id)),
+                        Some(s) => (s.user.clone(), Expect::Version(s.version), Some(s.user)),
+                        None => (User::new(id, now), Expect::Absent, None),
+                    };
+                    user.replace_settable(fields)?;
+                    user.updated_at = now;
+                    let check_names = name_checks(mode, old.as_ref(), &user);
+                    let change = UserChange::Put {
+                        user: user.clone(),
+                        expect,
+                        check_names,
+                        tombstone: false,
+                    };
+                    Ok((vec![change], user))
+                })
+            })
+            .await?;
+        self.publish_updated(&user).await;
+        let token = self.mint_guest_token(&user.id);
+        Ok((user, token))
+    }
+}
+
+/// The same user twice in one batch: each change would expect the state the other one
+/// replaces, so the batch could never apply (it used to spin into a 500).
+fn duplicate_in_batch(id: &str) -> ApiError {
+    ApiError::input(format!("user {id} appears more than once in the batch"))
+}
+
+/// Who may write users: the server any of them, a user only itself, an anonymous caller
+/// none. `id: None` asks whether the caller may write at all.
+fn authorize_write(caller: &Caller, id: Option<&str>) -> Result<(), ApiError> {
+    match (caller, id) {
+        (Caller::Server, _) => Ok(()),
+        (Caller::Anonymous, _) => Err(ApiError::new(
+            ErrorCode::NotAllowed,
+            "anonymous users are not allowed to perform this action",
+        )),
+        (Caller::User(me), Some(id)) if me != id => Err(ApiError::new(
+            ErrorCode::NotAllowed,
+            format!("User '{me}' is not allowed to update user '{id}'"),
+        )),
+        (Caller::User(_), _) => Ok(()),
+    }
+}
+
+/// Whether a write turns a guest into another role: the back end takes the id over, and the
+/// guest's tokens stop working.
+fn takes_over_guest(old: Option<&User>, new: &User) -> bool {
+    old.is_some_and(|o| o.role == GUEST_ROLE) && new.role != GUEST_ROLE
+}
