@@ -181,6 +181,7 @@ pub fn spawn_liveness(hub: Arc<Hub>, clock: Clock, interval: Duration, idle_time
             tick.tick().await;
             let now = clock.now_secs();
             let limit = hub.queue_frames();
+            hub.prune_watchers();
             hub.for_each_conn(|c| {
                 let silent = now.saturating_sub(c.last_seen.load(Ordering::Relaxed));
                 if silent > idle_timeout.as_secs() {

@@ -13,7 +13,7 @@ pub use conn::{ConnHandle, PushOutcome};
 use dashmap::DashMap;
 
 use crate::events::{EventSink, UserEvent};
-use crate::protocol::{events, Timestamp};
+use crate::protocol::{events, ErrorCode, Timestamp};
 
 /// Why a connection could not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,10 +157,11 @@ impl Hub {
     /// Ends the connections of `user_id` (or of every user when `None`) whose token was issued
     /// before `before` or carries no `iat`, with a code-40 error frame.
     fn revoke(&self, user_id: Option<&str>, before: Timestamp) {
+        let code = ErrorCode::TokenExpired;
         let frame = events::connection_error(
-            40,
+            code.code(),
             "This token has been revoked, please generate a new token",
-            401,
+            code.status(),
         );
         let cutoff = before.unix();
         let hit = |c: &ConnHandle| c.token_iat.is_none_or(|iat| iat < cutoff) && !c.anonymous;
@@ -173,25 +174,33 @@ impl Hub {
                 .collect(),
         };
         for c in conns.iter().filter(|c| hit(c)) {
-            c.close_with(Some(frame.clone()), CloseOrder::normal(40, "token revoked"));
+            c.close_with(
+                Some(frame.clone()),
+                CloseOrder::normal(code.code(), "token revoked"),
+            );
         }
     }
 
     /// The back end took a guest's id over: the connections made with a guest's token end
     /// with code 40, as a revoked token's do.
     fn end_guest_sessions(&self, user_id: &str) {
-        let frame = events::connection_error(40, "This guest token is no longer valid", 401);
+        let code = ErrorCode::TokenExpired;
+        let frame = events::connection_error(
+            code.code(),
+            "This guest token is no longer valid",
+            code.status(),
+        );
         for c in self.user_conns(user_id).iter().filter(|c| c.guest_token) {
             c.close_with(
                 Some(frame.clone()),
-                CloseOrder::normal(40, "guest taken over"),
+                CloseOrder::normal(code.code(), "guest taken over"),
             );
         }
     }
 
-    fn end_user(&self, user_id: &str, frame: Option<&Arc<str>>, code: i32, message: &str) {
+    fn end_user(&self, user_id: &str, frame: Option<&Arc<str>>, code: ErrorCode, message: &str) {
         for c in self.user_conns(user_id) {
-            c.close_with(frame.cloned(), CloseOrder::normal(code, message));
+            c.close_with(frame.cloned(), CloseOrder::normal(code.code(), message));
         }
     }
 
@@ -204,11 +213,29 @@ impl Hub {
                 list.iter().filter_map(Weak::upgrade).collect()
             }
         };
+        if watchers.is_empty() {
+            self.watchers.remove_if(user_id, |_, list| list.is_empty());
+        }
         for c in watchers {
             if c.user_id.as_ref() != user_id {
                 self.send(&c, frame);
             }
         }
+    }
+
+    /// Drops the presence subscriptions of closed connections, and the users no one watches
+    /// any more (run by the liveness ticker, so the map does not keep every user ever
+    /// watched).
+    pub fn prune_watchers(&self) {
+        self.watchers.retain(|_, list| {
+            list.retain(|w| w.strong_count() > 0);
+            !list.is_empty()
+        });
+    }
+
+    /// Watched users (for tests and metrics).
+    pub fn watched_users(&self) -> usize {
+        self.watchers.len()
     }
 
     /// Calls `f` on every live connection (for the liveness ticker).
@@ -234,12 +261,18 @@ impl EventSink for Hub {
     fn deliver(&self, event: &UserEvent, frame: Option<&Arc<str>>) {
         match (event, frame) {
             (UserEvent::Updated { user, .. }, Some(frame)) => self.send_to_user(&user.id, frame),
-            (UserEvent::Deleted { user, .. }, frame) => {
-                self.end_user(&user.id, frame, 16, "the user was deleted")
-            }
-            (UserEvent::Deactivated { user, .. }, frame) => {
-                self.end_user(&user.id, frame, 17, "the user was deactivated")
-            }
+            (UserEvent::Deleted { user, .. }, frame) => self.end_user(
+                &user.id,
+                frame,
+                ErrorCode::DoesNotExist,
+                "the user was deleted",
+            ),
+            (UserEvent::Deactivated { user, .. }, frame) => self.end_user(
+                &user.id,
+                frame,
+                ErrorCode::NotAllowed,
+                "the user was deactivated",
+            ),
             (UserEvent::PresenceChanged { user_id, .. }, Some(frame)) => {
                 self.to_watchers(user_id, frame)
             }
@@ -249,5 +282,24 @@ impl EventSink for Hub {
             (UserEvent::GuestTakenOver { user_id }, _) => self.end_guest_sessions(user_id),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_of_closed_connections_are_pruned() {
+        let hub = Hub::new(10, 10, 8);
+        let conn = Arc::new(ConnHandle::new("c".into(), "w".into(), None, false, false));
+        hub.register(&conn).unwrap();
+        hub.watch_presence(&conn, ["a".to_owned(), "b".to_owned()].into_iter());
+        hub.prune_watchers();
+        assert_eq!(hub.watched_users(), 2, "a live watcher keeps its entries");
+        hub.unregister(&conn);
+        drop(conn);
+        hub.prune_watchers();
+        assert_eq!(hub.watched_users(), 0);
     }
 }

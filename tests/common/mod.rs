@@ -1,11 +1,13 @@
 //! Shared harness for the integration tests: a gateway served in-process on `127.0.0.1:0`
 //! ([`TestServer`]), the real binary as a child process that can be stopped gracefully or
-//! killed and restarted on the same data dir ([`ProcessServer`]), and an HTTP client for the
-//! admin listener ([`Api`]). No WebSocket code lives here: each test binary brings its own.
+//! killed and restarted on the same data dir ([`ProcessServer`]), an HTTP client for both
+//! listeners ([`Api`]), and a small WebSocket client for `/connect` ([`ws`]).
 //!
 //! Test binaries include it with `#[path = "../common/mod.rs"] mod common;` (or `mod common;`
 //! from the `tests/` root); not every binary uses every helper.
 #![allow(dead_code)]
+
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,9 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod volume;
-#[path = "../gateway/ws.rs"]
-#[allow(dead_code)]
-mod ws;
+use common::ws;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-mod ws;
+use common::ws;
 
 mod admin_ws;
 mod client_rest;

@@ -7,9 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[allow(dead_code)]
-#[path = "../gateway/ws.rs"]
-mod ws;
+use common::ws;
 
 mod bodies;
 mod frames;

@@ -5,9 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[allow(dead_code)]
-#[path = "../gateway/ws.rs"]
-mod ws;
+use common::ws;
 
 mod burst;
 mod descriptors;

@@ -6,9 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[allow(dead_code)]
-#[path = "../gateway/ws.rs"]
-mod ws;
+use common::ws;
 
 mod guests;
 mod listeners;

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::{encode, Api};
+use super::{encode, Api};
 
 /// A client socket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
