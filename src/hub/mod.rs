@@ -204,7 +204,7 @@ impl Hub {
         }
     }
 
-    /// A presence change: to the connections watching the user (not the user's own).
+    /// To the connections watching the user (not the user's own).
     fn to_watchers(&self, user_id: &str, frame: &Arc<str>) {
         let watchers: Vec<Arc<ConnHandle>> = match self.watchers.get_mut(user_id) {
             None => Vec::new(),
@@ -260,7 +260,15 @@ impl Hub {
 impl EventSink for Hub {
     fn deliver(&self, event: &UserEvent, frame: Option<&Arc<str>>) {
         match (event, frame) {
-            (UserEvent::Updated { user, .. }, Some(frame)) => self.send_to_user(&user.id, frame),
+            // The user's own connections and those subscribed to its presence (Stream sends
+            // user.updated to presence subscribers) — unless the user is invisible, whose
+            // frame would tell others it is online.
+            (UserEvent::Updated { user, .. }, Some(frame)) => {
+                self.send_to_user(&user.id, frame);
+                if !user.invisible {
+                    self.to_watchers(&user.id, frame);
+                }
+            }
             (UserEvent::Deleted { user, .. }, frame) => self.end_user(
                 &user.id,
                 frame,

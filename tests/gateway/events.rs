@@ -142,6 +142,16 @@ async fn presence_reaches_connections_that_asked_for_it() {
         body["users"][0]["online"], true,
         "the watcher's query sees the friend online"
     );
+    // Presence subscribers get the user.updated of those they watch.
+    s.admin_ok(
+        Method::PATCH,
+        "/users",
+        Some(json!({"users": [{"id": friend, "set": {"mood": "sunny"}}]})),
+    )
+    .await;
+    let ev = expect_event(&mut w, "user.updated", Duration::from_secs(5)).await;
+    assert_eq!(ev["user"]["id"], friend.as_str());
+    assert_eq!(ev["user"]["mood"], "sunny");
     drop(f);
     let ev = expect_event(&mut w, "user.presence.changed", Duration::from_secs(5)).await;
     assert_eq!(ev["user"]["online"], false);
