@@ -119,22 +119,32 @@ fn unverified_claims(token: &str) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn int_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
+/// A NumericDate claim (RFC 7519: seconds since the epoch, fractions allowed).
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, ApiError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
-            .as_i64()
+            .as_f64()
+            .filter(|t| t.is_finite())
             .map(Some)
-            .ok_or_else(|| auth_error(&format!("{name} must be an integer"))),
-        Some(_) => Err(auth_error(&format!("{name} must be an integer"))),
+            .ok_or_else(|| auth_error(&format!("{name} must be a number of seconds"))),
+        Some(_) => Err(auth_error(&format!("{name} must be a number of seconds"))),
     }
 }
 
+/// Seconds since the epoch, with their fraction.
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 fn identity_of(claims: &Map<String, Value>) -> Result<Identity, ApiError> {
-    let exp = int_claim(claims, "exp")?;
-    let nbf = int_claim(claims, "nbf")?;
-    let iat = int_claim(claims, "iat")?;
-    let now = Timestamp::now().unix();
+    let exp = time_claim(claims, "exp")?;
+    let nbf = time_claim(claims, "nbf")?;
+    let iat = time_claim(claims, "iat")?;
+    let now = now_seconds();
     if let Some(exp) = exp {
         if exp <= now {
             return Err(ApiError::new(
@@ -149,7 +159,7 @@ fn identity_of(claims: &Map<String, Value>) -> Result<Identity, ApiError> {
             "JWTAuth error: token is not valid yet",
         ));
     }
-    if iat.is_some_and(|iat| iat > now + 1) {
+    if iat.is_some_and(|iat| iat > now + 1.0) {
         return Err(ApiError::new(
             ErrorCode::TokenUsedBeforeIssued,
             "JWTAuth error: token used before issue at (iat)",
@@ -159,7 +169,8 @@ fn identity_of(claims: &Map<String, Value>) -> Result<Identity, ApiError> {
         (Some(Value::Bool(true)), None) => Ok(Identity::Server),
         (None, Some(Value::String(id))) if !id.is_empty() => Ok(Identity::User(TokenClaims {
             user_id: id.clone(),
-            iat,
+            // Whole seconds, as revocation cutoffs compare them.
+            iat: iat.map(|t| t.floor() as i64),
             guest: claims.get("guest") == Some(&Value::Bool(true)),
         })),
         (None, Some(_)) => Err(auth_error("user_id must be a non-empty string")),
@@ -273,6 +284,35 @@ mod tests {
         assert_eq!(
             verify(&none, &s, false).unwrap_err().code,
             ErrorCode::AuthFailed
+        );
+    }
+
+    #[test]
+    fn fractional_numeric_dates_are_accepted_and_compared() {
+        let s = Secret::new("k");
+        let now = now_seconds();
+        let t = |c: Value| verify(&sign(&c, &s), &s, false);
+        let ok = t(json!({"user_id":"a","exp":now+60.5,"iat":now-0.25})).unwrap();
+        assert_eq!(
+            ok,
+            Identity::User(TokenClaims {
+                user_id: "a".into(),
+                iat: Some((now - 0.25).floor() as i64),
+                guest: false,
+            })
+        );
+        // Half a second ago is past, however the fraction falls.
+        assert_eq!(
+            t(json!({"user_id":"a","exp":now-0.5})).unwrap_err().code,
+            ErrorCode::TokenExpired
+        );
+        assert_eq!(
+            t(json!({"user_id":"a","nbf":now+30.5})).unwrap_err().code,
+            ErrorCode::TokenNotValidYet
+        );
+        assert_eq!(
+            t(json!({"user_id":"a","iat":now+30.5})).unwrap_err().code,
+            ErrorCode::TokenUsedBeforeIssued
         );
     }
 }

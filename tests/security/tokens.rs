@@ -93,6 +93,22 @@ async fn time_claims_and_claim_types_have_their_codes() {
     refused_everywhere(&s, &id, &t(json!({"user_id": 42})), 5).await;
     refused_everywhere(&s, &id, &t(json!({"user_id": id, "exp": "later"})), 5).await;
     refused_everywhere(&s, &id, &t(json!({"user_id": ""})), 5).await;
+    // RFC 7519 NumericDates may carry fractions: accepted, and compared as numbers.
+    let fractional =
+        t(json!({"user_id": id, "exp": now() as f64 + 600.5, "iat": now() as f64 - 0.5}));
+    let url = connect_url(&s, &id, json!({"id": id}), &fractional, "jwt");
+    let mut sock = crate::ws::open(&url).await;
+    match crate::ws::next(&mut sock, std::time::Duration::from_secs(5)).await {
+        crate::ws::Next::Frame(f) => assert_eq!(f["type"], "health.check", "{f}"),
+        other => panic!("a fractional exp is a valid token, got {other:?}"),
+    }
+    refused_everywhere(
+        &s,
+        &id,
+        &t(json!({"user_id": id, "exp": now() as f64 - 0.5})),
+        40,
+    )
+    .await;
     // A user id no stored user can have (anonymous ids start with "!anon").
     let anon_like = "!anon0123";
     let url = connect_url(
