@@ -30,12 +30,20 @@ impl OpRequest {
             .ok_or_else(|| ApiError::input("id is a required parameter"))
     }
 
-    fn flag(&self, key: &str) -> bool {
-        self.params
-            .get(key)
-            .map(|v| v == "true" || v == "1")
-            .or_else(|| self.body.get(key).and_then(Value::as_bool))
-            .unwrap_or(false)
+    /// A boolean option from the query (`true`/`false`, `1`/`0`, empty) or the body; absent
+    /// is false, anything else is refused (`hard_delete=maybe` must not quietly soft-delete).
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        let bad = || ApiError::input(format!("{key} must be true or false"));
+        match self.params.get(key).map(String::as_str) {
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0" | "") => Ok(false),
+            Some(_) => Err(bad()),
+            None => match self.body.get(key) {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(bad()),
+            },
+        }
     }
 }
 
@@ -112,8 +120,8 @@ async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String,
             let user = svc
                 .delete_user(
                     req.id()?,
-                    req.flag("hard_delete"),
-                    req.flag("mark_messages_deleted"),
+                    req.flag("hard_delete")?,
+                    req.flag("mark_messages_deleted")?,
                 )
                 .await?;
             json!({ "user": svc.wire(&user).await })

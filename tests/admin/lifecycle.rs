@@ -86,6 +86,32 @@ async fn deleting_an_unknown_user_is_code_16() {
 }
 
 #[tokio::test]
+async fn delete_options_that_are_not_booleans_are_refused() {
+    let srv = TestServer::start().await;
+    upsert_ok(&srv, &[json!({"id": "maybe"})]).await;
+    for query in [
+        "hard_delete=maybe",
+        "mark_messages_deleted=yes",
+        "hard_delete=TRUE",
+    ] {
+        let reply = srv
+            .admin(Method::DELETE, &format!("/users/maybe?{query}"), None)
+            .await;
+        assert_error(&reply, 400, 4, None);
+        let message = reply.2["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("DeleteUser failed with error: "),
+            "{message}"
+        );
+    }
+    // Nothing was deleted, softly or otherwise.
+    assert!(fetch(&srv, "maybe").await.is_some(), "still there");
+    srv.admin_ok(Method::DELETE, "/users/maybe?hard_delete=false", None)
+        .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn deactivate_and_reactivate() {
     let srv = TestServer::start().await;
     upsert_ok(
