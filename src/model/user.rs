@@ -292,6 +292,7 @@ impl SettableFields {
                     }
                     bounds::check_settings(key, value)?;
                     if key == "privacy_settings" {
+                        check_privacy_settings(value)?;
                         out.privacy_settings = Some(value.clone());
                     } else {
                         out.push_preferences = Some(value.clone());
@@ -435,6 +436,34 @@ fn teams_role(value: &Value) -> Result<Option<BTreeMap<String, String>>, ApiErro
     Ok(Some(out))
 }
 
+/// The kinds of `privacy_settings` Stream knows, each `{"enabled": bool}`.
+pub const PRIVACY_SETTINGS: &[&str] = &["typing_indicators", "read_receipts", "delivery_receipts"];
+
+/// Refuses `privacy_settings` that are not Stream's shape.
+fn check_privacy_settings(value: &Value) -> Result<(), ApiError> {
+    let Some(settings) = value.as_object() else {
+        return Err(type_error("privacy_settings", "object"));
+    };
+    for (kind, setting) in settings {
+        if !PRIVACY_SETTINGS.contains(&kind.as_str()) {
+            return Err(ApiError::input(format!(
+                "privacy_settings.{kind} is not one of [{}]",
+                PRIVACY_SETTINGS.join(" ")
+            )));
+        }
+        let shape_ok = setting.as_object().is_some_and(|s| {
+            s.iter()
+                .all(|(k, v)| k == "enabled" && (v.is_boolean() || v.is_null()))
+        });
+        if !shape_ok {
+            return Err(ApiError::input(format!(
+                "privacy_settings.{kind} must be {{\"enabled\": true|false}}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,9 +506,9 @@ mod tests {
             }
             v
         };
-        let ok = json!({"id":"a","deep":nest(MAX_VALUE_DEPTH),"privacy_settings":{"x":nest(30)}});
+        let ok = json!({"id":"a","deep":nest(MAX_VALUE_DEPTH),"push_preferences":{"x":nest(30)}});
         assert!(SettableFields::parse(ok.as_object().unwrap()).is_ok());
-        for key in ["deep", "privacy_settings"] {
+        for key in ["deep", "push_preferences"] {
             let mut bad = ok.clone();
             bad[key] = json!({ "x": nest(MAX_VALUE_DEPTH) });
             let err = SettableFields::parse(bad.as_object().unwrap()).unwrap_err();

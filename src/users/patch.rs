@@ -137,13 +137,27 @@ impl Patch {
     /// Applies the patch to a flat user object.
     pub fn apply(&self, target: &mut Map<String, Value>) {
         for (path, value) in &self.set {
-            set_path(target, path, value.clone());
+            match (target.get_mut(path.as_str()), value) {
+                // A set of a whole merged field adds to what is stored.
+                (Some(Value::Object(stored)), Value::Object(given))
+                    if MERGED_ON_SET.contains(&path.as_str()) =>
+                {
+                    for (k, v) in given {
+                        stored.insert(k.clone(), v.clone());
+                    }
+                }
+                _ => set_path(target, path, value.clone()),
+            }
         }
         for path in &self.unset {
             unset_path(target, path);
         }
     }
 }
+
+/// Fields whose `set` merges into the stored object instead of replacing it: Stream keeps
+/// `privacy_settings.typing_indicators` when a partial update sets only `read_receipts`.
+pub const MERGED_ON_SET: &[&str] = &["privacy_settings"];
 
 fn set_path(target: &mut Map<String, Value>, path: &str, value: Value) {
     match path.split_once('.') {

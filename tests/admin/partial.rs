@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::common::{assert_error, TestServer};
-use crate::{fetch, partial, upsert_ok};
+use crate::{fetch, partial, upsert, upsert_ok};
+use reqwest::Method;
 
 #[tokio::test]
 async fn set_and_unset_with_dotted_paths() {
@@ -180,5 +181,38 @@ async fn deleted_users_cannot_be_updated() {
         16,
         Some("UpdateUsersPartial failed with error: \"the user d was deleted\""),
     );
+    srv.stop().await;
+}
+
+/// Stream merges a partial `set` of `privacy_settings` into the stored settings (its Go SDK
+/// checks `typing_indicators` surviving a set of `read_receipts`), and checks their shape.
+#[tokio::test]
+async fn privacy_settings_merge_on_set_and_keep_their_shape() {
+    let srv = TestServer::start().await;
+    upsert_ok(
+        &srv,
+        &[json!({"id": "priv", "privacy_settings": {"typing_indicators": {"enabled": false}}})],
+    )
+    .await;
+    let body = json!({"users": [{"id": "priv",
+        "set": {"privacy_settings": {"read_receipts": {"enabled": false}}}}]});
+    let (status, _, reply) = srv.admin(Method::PATCH, "/users", Some(body)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["users"]["priv"]["privacy_settings"],
+        json!({"typing_indicators": {"enabled": false}, "read_receipts": {"enabled": false}})
+    );
+    for bad in [
+        json!({"typing_indicators": true}),
+        json!({"read_receipts": {"enabled": "no"}}),
+        json!({"mood": {"enabled": true}}),
+        json!("on"),
+    ] {
+        let body = json!({"users": [{"id": "priv", "set": {"privacy_settings": bad}}]});
+        let reply = srv.admin(Method::PATCH, "/users", Some(body)).await;
+        assert_error(&reply, 400, 4, None);
+        let reply = upsert(&srv, &[json!({"id": "priv", "privacy_settings": bad})]).await;
+        assert_error(&reply, 400, 4, None);
+    }
     srv.stop().await;
 }
