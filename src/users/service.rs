@@ -272,7 +272,8 @@ impl UsersService {
         payload: &Value,
         caller: &Caller,
     ) -> Result<Vec<Map<String, Value>>, ApiError> {
-        let mut query = UserQuery::parse(payload)?;
+        let restricted = self.tenant_restricted(payload, caller).await?;
+        let mut query = UserQuery::parse(restricted.as_ref().unwrap_or(payload))?;
         query.max_answer_bytes = self.max_answer_bytes;
         let users = self.store.query_users(&query).await.map_err(store_error)?;
         let me = match caller {
@@ -296,6 +297,43 @@ impl UsersService {
             out.push(w);
         }
         Ok(out)
+    }
+
+    /// With multi-tenancy, a client's query sees only the users sharing a team with it (a
+    /// caller without teams, only users without teams): the payload with its filter ANDed with
+    /// that condition. `None` when nothing is restricted (the server, or multi-tenancy off).
+    async fn tenant_restricted(
+        &self,
+        payload: &Value,
+        caller: &Caller,
+    ) -> Result<Option<Value>, ApiError> {
+        if *caller == Caller::Server || !self.settings().multi_tenant() {
+            return Ok(None);
+        }
+        let teams = match caller {
+            Caller::User(id) => self
+                .load(id)
+                .await?
+                .map(|s| s.user.teams)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let tenancy = if teams.is_empty() {
+            serde_json::json!({"teams": {"$eq": []}})
+        } else {
+            serde_json::json!({"teams": {"$in": teams}})
+        };
+        let mut restricted = payload.clone();
+        let filter = match payload.get("filter_conditions") {
+            Some(f) if f.as_object().is_some_and(|m| !m.is_empty()) => {
+                serde_json::json!({"$and": [f, tenancy]})
+            }
+            _ => tenancy,
+        };
+        if let Some(obj) = restricted.as_object_mut() {
+            obj.insert("filter_conditions".into(), filter);
+        }
+        Ok(Some(restricted))
     }
 
     /// `PATCH /app`: validates and merges settings; app-level revocation ends connections.

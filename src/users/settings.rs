@@ -40,6 +40,11 @@ impl AppSettings {
         self.flag("disable_auth_checks")
     }
 
+    /// `multi_tenant_enabled`: users see only users of their teams, and no guests are made.
+    pub fn multi_tenant(&self) -> bool {
+        self.flag("multi_tenant_enabled")
+    }
+
     /// `guest_user_creation_disabled`.
     pub fn guests_disabled(&self) -> bool {
         self.flag("guest_user_creation_disabled")

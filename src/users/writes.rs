@@ -237,6 +237,12 @@ impl UsersService {
                 "guest user creation is disabled",
             ));
         }
+        if self.settings().multi_tenant() {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                "guest users cannot be created while multi-tenancy is enabled",
+            ));
+        }
         let mut fields = body
             .get("user")
             .and_then(Value::as_object)

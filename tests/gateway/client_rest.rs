@@ -249,3 +249,85 @@ async fn rate_limits_follow_the_verified_caller_not_the_header() {
     assert_eq!(statuses[3], 429, "{statuses:?}");
     s.stop().await;
 }
+
+/// With `multi_tenant_enabled`, a client's query sees only users sharing a team with it (a
+/// caller without teams: only users without teams), its own filters still apply, the server
+/// sees everyone, and guests cannot be created.
+#[tokio::test]
+async fn multi_tenancy_limits_client_queries_to_shared_teams() {
+    let s = TestServer::start().await;
+    let tag = uid("mt");
+    let users = json!({
+        format!("{tag}-red1"): {"id": format!("{tag}-red1"), "teams": ["red"], "kind": tag},
+        format!("{tag}-red2"): {"id": format!("{tag}-red2"), "teams": ["red", "blue"], "kind": tag},
+        format!("{tag}-blue"): {"id": format!("{tag}-blue"), "teams": ["blue"], "kind": tag},
+        format!("{tag}-none"): {"id": format!("{tag}-none"), "kind": tag},
+    });
+    s.admin_ok(Method::POST, "/users", Some(json!({ "users": users })))
+        .await;
+    s.admin_ok(
+        Method::PATCH,
+        "/app",
+        Some(json!({"multi_tenant_enabled": true})),
+    )
+    .await;
+    let ids = |who: &str, filter: serde_json::Value| {
+        let creds = user_creds(&s, &format!("{tag}-{who}"));
+        let payload =
+            json!({"filter_conditions": filter, "sort": [{"field": "id", "direction": 1}]});
+        let path = format!("/users?payload={}", encode(&payload.to_string()));
+        let prefix = format!("{tag}-");
+        let s = &s;
+        async move {
+            let (status, _, body) = s.public_with(Method::GET, &path, None, &creds).await;
+            assert_eq!(status, 200, "{body}");
+            body["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| {
+                    u["id"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches(&prefix)
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = json!({"kind": &tag});
+    assert_eq!(ids("red1", all.clone()).await, ["red1", "red2"]);
+    assert_eq!(ids("blue", all.clone()).await, ["blue", "red2"]);
+    assert_eq!(ids("none", all.clone()).await, ["none"]);
+    // A teams filter narrows within what the caller may see, never beyond it.
+    assert_eq!(
+        ids("red1", json!({"kind": &tag, "teams": {"$in": ["blue"]}})).await,
+        ["red2"]
+    );
+    // The server is not restricted.
+    let payload = json!({"filter_conditions": {"kind": &tag}});
+    let body = s
+        .admin_ok(
+            Method::GET,
+            &format!("/users?payload={}", encode(&payload.to_string())),
+            None,
+        )
+        .await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 4);
+    // No guests in a multi-tenant app.
+    let anon = Creds {
+        api_key: Some(s.api_key.clone()),
+        token: None,
+        auth_type: Some("anonymous".into()),
+    };
+    let reply = s
+        .public_with(
+            Method::POST,
+            "/guest",
+            Some(json!({"user": {"id": uid("g")}})),
+            &anon,
+        )
+        .await;
+    assert_error(&reply, 403, 17, None);
+    s.stop().await;
+}
