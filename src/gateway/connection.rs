@@ -161,10 +161,9 @@ async fn handshake_phase(
     }
 }
 
-/// What an open connection keeps for its disconnect: the hub handle and presence facts.
+/// What an open connection keeps for its disconnect: the hub handle and its span.
 struct Live {
     handle: Arc<ConnHandle>,
-    invisible: bool,
     span: tracing::Span,
 }
 
@@ -259,11 +258,7 @@ async fn start(
     } = connected;
     let anonymous = who.anonymous();
     metrics::counter!("gateway_connects_accepted").increment(1);
-    let live = Live {
-        handle,
-        invisible: user.invisible,
-        span,
-    };
+    let live = Live { handle, span };
     let now = Timestamp::now();
     let mut me = user.to_me(true);
     me.insert("last_active".into(), Value::String(now.to_wire()));
@@ -287,9 +282,7 @@ async fn start(
 async fn finish(state: &GatewayState, live: Live) {
     let last = state.hub.unregister(&live.handle);
     if !live.handle.anonymous {
-        let closed = state
-            .svc
-            .connection_closed(&live.handle.user_id, live.invisible, last);
+        let closed = state.svc.connection_closed(&live.handle.user_id, last);
         closed.await;
     }
     tracing::debug!("disconnected");

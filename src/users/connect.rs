@@ -164,13 +164,21 @@ impl UsersService {
     }
 
     /// A connection of `user_id` on this node closed (`last_here`: none is left here). When
-    /// the user went offline, records the activity and announces it.
-    pub async fn connection_closed(&self, user_id: &str, invisible: bool, last_here: bool) {
+    /// the user went offline, records the activity and announces it, unless the user is
+    /// invisible (or cannot be read: then nothing is announced rather than too much).
+    pub async fn connection_closed(&self, user_id: &str, last_here: bool) {
         if !self.presence.closed(user_id, last_here).await {
             return;
         }
         let now = Timestamp::now();
         self.touch_last_active(user_id, now).await;
+        // Invisible as the user is now, not as it connected: a user who turned invisible
+        // mid-session leaves without telling her watchers.
+        let invisible = match self.load(user_id).await {
+            Ok(Some(stored)) => stored.user.invisible,
+            Ok(None) => false,
+            Err(_) => true,
+        };
         if !invisible {
             self.publish(UserEvent::PresenceChanged {
                 user_id: user_id.to_owned(),

@@ -154,6 +154,41 @@ pub(crate) fn same_teams(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
+/// Fields a client may neither filter nor sort on: they would tell who is invisible, or who
+/// was revoked and when (clients never see them on other users either).
+pub const HIDDEN_FIELDS: &[&str] = &["invisible", "revoke_tokens_issued_before"];
+
+/// Refuses a client's query that filters or sorts on a hidden field.
+fn refuse_hidden_fields(payload: &Value) -> Result<(), ApiError> {
+    fn walk(filter: &Value) -> Option<&str> {
+        match filter {
+            Value::Object(m) => m.iter().find_map(|(k, v)| {
+                if HIDDEN_FIELDS.contains(&k.as_str()) {
+                    Some(k.as_str())
+                } else {
+                    walk(v)
+                }
+            }),
+            Value::Array(items) => items.iter().find_map(walk),
+            _ => None,
+        }
+    }
+    let in_filter = payload.get("filter_conditions").and_then(walk);
+    let in_sort = payload
+        .get("sort")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("field").and_then(Value::as_str))
+        .find(|f| HIDDEN_FIELDS.contains(f));
+    match in_filter.or(in_sort) {
+        Some(field) => Err(ApiError::input(format!(
+            "{field} cannot be used to filter or sort users"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl UsersService {
     /// A service over `store`, publishing to `bus`, with `presence` telling who is online.
     pub async fn new(
@@ -272,6 +307,9 @@ impl UsersService {
         payload: &Value,
         caller: &Caller,
     ) -> Result<Vec<Map<String, Value>>, ApiError> {
+        if *caller != Caller::Server {
+            refuse_hidden_fields(payload)?;
+        }
         let restricted = self.tenant_restricted(payload, caller).await?;
         let mut query = UserQuery::parse(restricted.as_ref().unwrap_or(payload))?;
         query.max_answer_bytes = self.max_answer_bytes;
@@ -288,7 +326,9 @@ impl UsersService {
                 w.remove("revoke_tokens_issued_before");
                 if me != Some(u.id.as_str()) {
                     if u.invisible {
+                        // Offline to others, and no activity to watch either.
                         w.insert("online".into(), Value::Bool(false));
+                        w.remove("last_active");
                     }
                     w.remove("invisible");
                 }

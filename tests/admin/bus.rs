@@ -118,7 +118,7 @@ async fn connection_reports_become_presence_events_except_for_invisible_users() 
     let now = Timestamp::now();
     let bob = User::new("bob", now);
     h.svc.connection_opened(&bob, true, false, now).await;
-    h.svc.connection_closed("bob", false, true).await;
+    h.svc.connection_closed("bob", true).await;
     let got = h.events.take();
     let presence: Vec<(bool, Value)> = got
         .into_iter()
@@ -135,10 +135,16 @@ async fn connection_reports_become_presence_events_except_for_invisible_users() 
     // A second connection of the same user is not a presence change; neither is an
     // invisible user's coming and going.
     h.svc.connection_opened(&bob, false, true, now).await;
+    h.op(
+        "upsertUsers",
+        None,
+        json!({"users": {"ghost": {"id": "ghost", "invisible": true}}}),
+    )
+    .await;
     let mut ghost = User::new("ghost", now);
     ghost.invisible = true;
     h.svc.connection_opened(&ghost, true, false, now).await;
-    h.svc.connection_closed("ghost", true, true).await;
+    h.svc.connection_closed("ghost", true).await;
     let got = h.events.take();
     assert!(
         !got.iter()

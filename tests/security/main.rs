@@ -9,6 +9,7 @@ mod common;
 use common::ws;
 
 mod guests;
+mod leaks;
 mod listeners;
 mod permissions;
 mod races;
