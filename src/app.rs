@@ -65,6 +65,19 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    if secret.is_empty() || api_key.is_empty() {
+        return Err(crate::config::ConfigError::Invalid(
+            "the API key and secret must not be empty".into(),
+        )
+        .into());
+    }
+    if secret.is_short() {
+        tracing::warn!(
+            bytes = secret.expose().len(),
+            recommended = crate::auth::MIN_SECRET_BYTES,
+            "the API secret is short: tokens signed with it can be forged by guessing it"
+        );
+    }
     let guarded = open_store(&config)?;
     guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
     let store: Arc<dyn Store> = guarded;

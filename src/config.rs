@@ -210,6 +210,13 @@ impl Config {
             let text = std::fs::read_to_string(&path)?;
             let stored: StoredCredentials = serde_json::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            // An empty secret would let anyone sign tokens, server tokens included.
+            if stored.api_key.is_empty() || stored.api_secret.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: api_key and api_secret must not be empty",
+                    path.display()
+                )));
+            }
             return Ok((stored.api_key, Secret::new(stored.api_secret), false));
         }
         std::fs::create_dir_all(&self.data_dir)?;
@@ -255,6 +262,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_stored_credentials_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::defaults();
+        c.data_dir = dir.path().to_path_buf();
+        for body in [
+            r#"{"api_key":"","api_secret":""}"#,
+            r#"{"api_key":"k","api_secret":""}"#,
+            r#"{"api_key":"","api_secret":"s"}"#,
+        ] {
+            std::fs::write(dir.path().join("credentials.json"), body).unwrap();
+            let err = c.credentials().err().expect(body);
+            assert!(err.to_string().contains("must not be empty"), "{err}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_secret_is_redacted() {
