@@ -12,8 +12,10 @@ mod ws;
 
 mod guests;
 mod listeners;
+mod logs;
 mod permissions;
 mod races;
+mod startup;
 mod tokens;
 
 use base64::Engine;
