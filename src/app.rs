@@ -15,7 +15,7 @@ use crate::auth::Secret;
 use crate::config::Config;
 use crate::events::{EventBus, LocalBus};
 use crate::gateway::GatewayState;
-use crate::http::{BodyLimit, RateLimiter};
+use crate::http::{BodyLimit, BodyTimeout, RateLimiter};
 use crate::hub::Hub;
 use crate::presence::LocalPresence;
 use crate::store::{Ballast, GuardedStore, SledStore, SpaceGuard, Store};
@@ -106,6 +106,7 @@ pub async fn run(
         stop: stop_rx.clone(),
     };
     let body_limit = axum::Extension(BodyLimit(limits.max_body_bytes));
+    let body_timeout = axum::Extension(BodyTimeout(Duration::from_secs(limits.body_timeout_secs)));
     let header_limit =
         axum::middleware::from_fn_with_state(limits.max_header_bytes, crate::http::limit_headers);
     let admin_router = crate::admin::router(
@@ -113,6 +114,7 @@ pub async fn run(
         Arc::new(RateLimiter::new(limits.requests_per_minute, secret.clone())),
     )
     .layer(body_limit)
+    .layer(body_timeout)
     .layer(header_limit.clone());
     let gateway_state = GatewayState::new(svc.clone(), hub.clone(), &config, stop_rx.clone());
     crate::gateway::spawn_liveness(
@@ -127,6 +129,7 @@ pub async fn run(
         &config.cors,
     )
     .layer(body_limit)
+    .layer(body_timeout)
     .layer(header_limit);
 
     tracing::info!(

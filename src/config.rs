@@ -58,6 +58,7 @@ impl std::fmt::Debug for Config {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
+    pub body_timeout_secs: u64,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
     pub handshake_timeout_secs: u64,
@@ -156,6 +157,7 @@ impl Config {
             ("admin_feed_frames", l.admin_feed_frames),
             ("max_write_buffer_bytes", l.max_write_buffer_bytes),
             ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
+            ("body_timeout_secs", l.body_timeout_secs as usize),
             (
                 "health_check_interval_secs",
                 l.health_check_interval_secs as usize,

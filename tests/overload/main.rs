@@ -13,6 +13,7 @@ mod burst;
 mod descriptors;
 mod handshakes;
 mod rate_limits;
+mod slow_bodies;
 mod slow_consumer;
 
 use std::net::SocketAddr;
