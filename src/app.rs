@@ -82,11 +82,14 @@ pub async fn run(
     guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
     let store: Arc<dyn Store> = guarded;
     let limits = &config.limits;
-    let hub = Arc::new(Hub::new(
-        limits.max_connections,
-        limits.max_connections_per_user,
-        limits.outbound_queue_frames,
-    ));
+    let hub = Arc::new(
+        Hub::new(
+            limits.max_connections,
+            limits.max_connections_per_user,
+            limits.outbound_queue_frames,
+        )
+        .with_max_anonymous(limits.max_anonymous_connections),
+    );
     let bus = Arc::new(LocalBus::new());
     bus.subscribe(hub.clone());
     let feed = Arc::new(AdminFeed::new(limits.admin_feed_frames));

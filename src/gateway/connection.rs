@@ -211,6 +211,12 @@ async fn start(
             close(ws, &order, write_timeout).await;
             return None;
         }
+        Err(RegisterError::AnonymousLimit) => {
+            metrics::counter!("gateway_connects_refused", "code" => "anonymous").increment(1);
+            let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full for anonymous users");
+            close(ws, &order, write_timeout).await;
+            return None;
+        }
     };
     let admitted = tokio::time::timeout_at(deadline, handshake::admit(&state.svc, &who)).await;
     let connected = match admitted {

@@ -12,6 +12,7 @@ mod ws;
 mod burst;
 mod descriptors;
 mod handshakes;
+mod per_ip;
 mod rate_limits;
 mod slow_bodies;
 mod slow_consumer;
