@@ -2,7 +2,6 @@
 //! every WebSocket with 1001, wait for them with a deadline, flush the store.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,17 +140,28 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "chat-gateway serving"
     );
-    let budget = crate::serve::descriptor_budget();
-    if budget.is_some_and(|b| b <= limits.max_connections) {
-        tracing::warn!(
-            budget,
-            max_connections = limits.max_connections,
-            "the descriptor limit allows fewer sockets than limits.max_connections"
+    let budgets = crate::serve::descriptor_budget()
+        .map(|available| crate::serve::Budgets::split(available, limits.admin_max_sockets));
+    if let Some(budgets) = budgets {
+        tracing::info!(
+            public = budgets.public,
+            admin = budgets.admin,
+            "descriptor budgets of the listeners"
         );
+        if budgets.public <= limits.max_connections {
+            tracing::warn!(
+                budget = budgets.public,
+                max_connections = limits.max_connections,
+                "the descriptor limit allows fewer sockets than limits.max_connections"
+            );
+        }
     }
+    let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs);
     let public_limits = crate::serve::ServeLimits {
-        header_timeout: Duration::from_secs(limits.handshake_timeout_secs),
-        max_sockets: budget,
+        name: "public",
+        first_request_timeout: handshake_timeout,
+        header_timeout: handshake_timeout,
+        max_sockets: budgets.map(|b| b.public),
     };
     let public_task = tokio::spawn(crate::serve::serve_http1(
         public,
@@ -159,17 +169,20 @@ pub async fn run(
         public_limits,
         stop_rx.clone(),
     ));
-    // The admin listener keeps axum's loop: back ends hold long keep-alive sessions that a
-    // header read timeout would cut.
-    let mut admin_stop = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
-        let make = admin_router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(admin, make)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    // Back ends hold keep-alive sessions: a new connection has `admin_header_timeout_secs` for
+    // its first request, an idle one `admin_keepalive_timeout_secs` for its next.
+    let admin_limits = crate::serve::ServeLimits {
+        name: "admin",
+        first_request_timeout: Duration::from_secs(limits.admin_header_timeout_secs),
+        header_timeout: Duration::from_secs(limits.admin_keepalive_timeout_secs),
+        max_sockets: budgets.map(|b| b.admin),
+    };
+    let admin_task = tokio::spawn(crate::serve::serve_http1(
+        admin,
+        admin_router,
+        admin_limits,
+        stop_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");

@@ -64,6 +64,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     pub max_anonymous_connections: usize,
     pub handshake_timeout_secs: u64,
+    pub admin_header_timeout_secs: u64,
+    pub admin_keepalive_timeout_secs: u64,
+    pub admin_max_sockets: usize,
     pub health_check_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_frame_bytes: usize,
@@ -162,6 +165,15 @@ impl Config {
             ("max_write_buffer_bytes", l.max_write_buffer_bytes),
             ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
             ("body_timeout_secs", l.body_timeout_secs as usize),
+            (
+                "admin_header_timeout_secs",
+                l.admin_header_timeout_secs as usize,
+            ),
+            (
+                "admin_keepalive_timeout_secs",
+                l.admin_keepalive_timeout_secs as usize,
+            ),
+            ("admin_max_sockets", l.admin_max_sockets),
             (
                 "health_check_interval_secs",
                 l.health_check_interval_secs as usize,
