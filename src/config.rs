@@ -75,6 +75,7 @@ pub struct Limits {
     pub outbound_queue_frames: usize,
     pub admin_feed_frames: usize,
     pub max_write_buffer_bytes: usize,
+    pub max_connect_frame_bytes: usize,
     pub write_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub requests_per_minute: u32,
@@ -163,6 +164,7 @@ impl Config {
             ("outbound_queue_frames", l.outbound_queue_frames),
             ("admin_feed_frames", l.admin_feed_frames),
             ("max_write_buffer_bytes", l.max_write_buffer_bytes),
+            ("max_connect_frame_bytes", l.max_connect_frame_bytes),
             ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
             ("body_timeout_secs", l.body_timeout_secs as usize),
             (
@@ -202,6 +204,12 @@ impl Config {
         if l.max_frame_bytes > l.max_message_bytes {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes must not exceed limits.max_message_bytes".into(),
+            ));
+        }
+        if l.max_connect_frame_bytes > l.max_write_buffer_bytes {
+            return Err(ConfigError::Invalid(
+                "limits.max_connect_frame_bytes must not exceed limits.max_write_buffer_bytes"
+                    .into(),
             ));
         }
         if self.store.space_check_interval_ms == 0 {

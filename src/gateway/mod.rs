@@ -66,6 +66,8 @@ pub struct ConnLimits {
     pub max_message: usize,
     /// Largest unflushed write buffer.
     pub max_write_buffer: usize,
+    /// Largest first frame (the `health.check` carrying `me`).
+    pub max_connect_frame: usize,
 }
 
 /// What the public routes share.
@@ -109,6 +111,7 @@ impl GatewayState {
                 max_frame: l.max_frame_bytes,
                 max_message: l.max_message_bytes,
                 max_write_buffer: l.max_write_buffer_bytes,
+                max_connect_frame: l.max_connect_frame_bytes,
             }),
             clock: Clock::new(),
             connects: Arc::new(DashMap::new()),
