@@ -300,7 +300,7 @@ mod tests {
             r#"{"api_key":"","api_secret":"s"}"#,
         ] {
             std::fs::write(dir.path().join("credentials.json"), body).unwrap();
-            let err = c.credentials().err().expect(body);
+            let err = c.credentials().expect_err(body);
             assert!(err.to_string().contains("must not be empty"), "{err}");
         }
     }
