@@ -45,9 +45,11 @@ async fn a_profile_over_the_connect_frame_bound_is_refused_with_an_error_frame()
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // Over the bound; and over the socket's write buffer (256 KiB), which could never be sent.
-    let (big, huge) = (uid("big"), uid("huge"));
+    let (big, huge, small) = (uid("big"), uid("huge"), uid("small"));
     store_legacy_users(&data, std::slice::from_ref(&big), 200 * 1024).await;
     store_legacy_users(&data, std::slice::from_ref(&huge), 300 * 1024).await;
+    // Within the bound (the connect frame's limit is 128 KiB).
+    store_legacy_users(&data, std::slice::from_ref(&small), 100 * 1024).await;
     let server = TestServer::start_with(|c| c.data_dir = data.clone()).await;
     for id in [&big, &huge] {
         let url = connect_url(
@@ -67,7 +69,6 @@ async fn a_profile_over_the_connect_frame_bound_is_refused_with_an_error_frame()
         );
     }
     // Within the bound, a user connects.
-    let small = uid("small");
     let (_socket, hello) = ws::connect_user(&server, &small, json!({"id": &small})).await;
     assert_eq!(hello["me"]["id"], small.as_str());
 }
