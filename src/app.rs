@@ -2,7 +2,6 @@
 //! every WebSocket with 1001, wait for them with a deadline, flush the store.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use crate::auth::Secret;
 use crate::config::{Config, StoreKind};
 use crate::events::{EventBus, LocalBus};
 use crate::gateway::GatewayState;
-use crate::http::{BodyLimit, RateLimiter};
+use crate::http::{BodyLimit, BodyTimeout, RateLimiter};
 use crate::hub::Hub;
 use crate::presence::LocalPresence;
 use crate::store::{Ballast, GuardedStore, SledStore, SpaceGuard, Store};
@@ -76,13 +75,29 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    if secret.is_empty() || api_key.is_empty() {
+        return Err(crate::config::ConfigError::Invalid(
+            "the API key and secret must not be empty".into(),
+        )
+        .into());
+    }
+    if secret.is_short() {
+        tracing::warn!(
+            bytes = secret.expose().len(),
+            recommended = crate::auth::MIN_SECRET_BYTES,
+            "the API secret is short: tokens signed with it can be forged by guessing it"
+        );
+    }
     let store = open_store(&config)?;
     let limits = &config.limits;
-    let hub = Arc::new(Hub::new(
-        limits.max_connections,
-        limits.max_connections_per_user,
-        limits.outbound_queue_frames,
-    ));
+    let hub = Arc::new(
+        Hub::new(
+            limits.max_connections,
+            limits.max_connections_per_user,
+            limits.outbound_queue_frames,
+        )
+        .with_max_anonymous(limits.max_anonymous_connections),
+    );
     let bus = Arc::new(LocalBus::new());
     bus.subscribe(hub.clone());
     let feed = Arc::new(AdminFeed::new(limits.admin_feed_frames));
@@ -102,6 +117,7 @@ pub async fn run(
         stop: stop_rx.clone(),
     };
     let body_limit = axum::Extension(BodyLimit(limits.max_body_bytes));
+    let body_timeout = axum::Extension(BodyTimeout(Duration::from_secs(limits.body_timeout_secs)));
     let header_limit =
         axum::middleware::from_fn_with_state(limits.max_header_bytes, crate::http::limit_headers);
     let admin_router = crate::admin::router(
@@ -109,6 +125,7 @@ pub async fn run(
         Arc::new(RateLimiter::new(limits.requests_per_minute, secret.clone())),
     )
     .layer(body_limit)
+    .layer(body_timeout)
     .layer(header_limit.clone());
     let gateway_state = GatewayState::new(svc.clone(), hub.clone(), &config, stop_rx.clone());
     crate::gateway::spawn_liveness(
@@ -123,6 +140,7 @@ pub async fn run(
         &config.cors,
     )
     .layer(body_limit)
+    .layer(body_timeout)
     .layer(header_limit);
 
     tracing::info!(
@@ -131,17 +149,28 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "chat-gateway serving"
     );
-    let budget = crate::serve::descriptor_budget();
-    if budget.is_some_and(|b| b <= limits.max_connections) {
-        tracing::warn!(
-            budget,
-            max_connections = limits.max_connections,
-            "the descriptor limit allows fewer sockets than limits.max_connections"
+    let budgets = crate::serve::descriptor_budget()
+        .map(|available| crate::serve::Budgets::split(available, limits.admin_max_sockets));
+    if let Some(budgets) = budgets {
+        tracing::info!(
+            public = budgets.public,
+            admin = budgets.admin,
+            "descriptor budgets of the listeners"
         );
+        if budgets.public <= limits.max_connections {
+            tracing::warn!(
+                budget = budgets.public,
+                max_connections = limits.max_connections,
+                "the descriptor limit allows fewer sockets than limits.max_connections"
+            );
+        }
     }
+    let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs);
     let public_limits = crate::serve::ServeLimits {
-        header_timeout: Duration::from_secs(limits.handshake_timeout_secs),
-        max_sockets: budget,
+        name: "public",
+        first_request_timeout: handshake_timeout,
+        header_timeout: handshake_timeout,
+        max_sockets: budgets.map(|b| b.public),
     };
     let public_task = tokio::spawn(crate::serve::serve_http1(
         public,
@@ -149,17 +178,20 @@ pub async fn run(
         public_limits,
         stop_rx.clone(),
     ));
-    // The admin listener keeps axum's loop: back ends hold long keep-alive sessions that a
-    // header read timeout would cut.
-    let mut admin_stop = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
-        let make = admin_router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(admin, make)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    // Back ends hold keep-alive sessions: a new connection has `admin_header_timeout_secs` for
+    // its first request, an idle one `admin_keepalive_timeout_secs` for its next.
+    let admin_limits = crate::serve::ServeLimits {
+        name: "admin",
+        first_request_timeout: Duration::from_secs(limits.admin_header_timeout_secs),
+        header_timeout: Duration::from_secs(limits.admin_keepalive_timeout_secs),
+        max_sockets: budgets.map(|b| b.admin),
+    };
+    let admin_task = tokio::spawn(crate::serve::serve_http1(
+        admin,
+        admin_router,
+        admin_limits,
+        stop_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");

@@ -16,6 +16,17 @@ impl Secret {
         Self(s.into())
     }
 
+    /// Whether the secret is empty: a token signed with the empty key would verify, so the
+    /// gateway refuses to start with one.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the secret is shorter than [`MIN_SECRET_BYTES`].
+    pub fn is_short(&self) -> bool {
+        self.0.len() < MIN_SECRET_BYTES
+    }
+
     /// The secret's bytes.
     pub fn expose(&self) -> &str {
         &self.0
@@ -60,6 +71,7 @@ pub fn verify(token: &str, secret: &Secret, skip_signature: bool) -> Result<Iden
     if token.is_empty() {
         return Err(auth_error("token is missing"));
     }
+    refuse_critical_header(token)?;
     if skip_signature {
         let identity = identity_of(&unverified_claims(token)?)?;
         if identity != Identity::Server {
@@ -67,6 +79,30 @@ pub fn verify(token: &str, secret: &Secret, skip_signature: bool) -> Result<Iden
         }
     }
     identity_of(&verified_claims(token, secret)?)
+}
+
+/// Refuses a token whose header has a `crit` parameter: it names extensions the receiver must
+/// understand to accept the token (RFC 7515 §4.1.11), and the gateway understands none.
+fn refuse_critical_header(token: &str) -> Result<(), ApiError> {
+    let header = token.split('.').next().unwrap_or("");
+    let header = decode_part(header).ok_or_else(|| auth_error("token is malformed"))?;
+    if header.get("crit").is_some() {
+        return Err(auth_error(
+            "token header has critical parameters (crit), which are not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes one base64 part of a token as JSON: URL-safe base64 (real JWTs) or standard
+/// padded base64 (dev tokens).
+fn decode_part(part: &str) -> Option<Value> {
+    let part = part.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(part))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Decodes the payload of an HS256 token whose signature checks out.
@@ -100,14 +136,6 @@ fn unverified_claims(token: &str) -> Result<Map<String, Value>, ApiError> {
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(auth_error("token is malformed"));
-    };
-    let decode_part = |p: &str| -> Option<Value> {
-        let p = p.trim_end_matches('=');
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(p)
-            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(p))
-            .ok()?;
-        serde_json::from_slice(&bytes).ok()
     };
     let header = decode_part(header).ok_or_else(|| auth_error("token is malformed"))?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") {
@@ -177,6 +205,10 @@ fn identity_of(claims: &Map<String, Value>) -> Result<Identity, ApiError> {
         _ => Err(auth_error("token has neither a user_id nor server claim")),
     }
 }
+
+/// Secrets shorter than this many bytes are accepted with a warning: an HS256 key should
+/// carry at least as many bits as the hash (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Mints a server token (`{"server":true}`).
 pub fn server_token(secret: &Secret) -> String {
@@ -314,5 +346,26 @@ mod tests {
             t(json!({"user_id":"a","iat":now+30.5})).unwrap_err().code,
             ErrorCode::TokenUsedBeforeIssued
         );
+    }
+
+    #[test]
+    fn critical_header_parameters_are_refused() {
+        let s = Secret::new("k");
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#);
+        for claims in [json!({"user_id": "a"}), json!({"server": true})] {
+            let payload =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+            let message = format!("{header}.{payload}");
+            let key = EncodingKey::from_secret(b"k");
+            let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+                .expect("signs");
+            let token = format!("{message}.{sig}");
+            for skip in [false, true] {
+                let err = verify(&token, &s, skip).unwrap_err();
+                assert_eq!(err.code, ErrorCode::AuthFailed, "{claims} skip={skip}");
+                assert!(err.detail.contains("crit"), "{}", err.detail);
+            }
+        }
     }
 }

@@ -58,9 +58,15 @@ impl std::fmt::Debug for Config {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
+    pub body_timeout_secs: u64,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
+    pub max_connections_per_ip: usize,
+    pub max_anonymous_connections: usize,
     pub handshake_timeout_secs: u64,
+    pub admin_header_timeout_secs: u64,
+    pub admin_keepalive_timeout_secs: u64,
+    pub admin_max_sockets: usize,
     pub health_check_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_frame_bytes: usize,
@@ -69,6 +75,7 @@ pub struct Limits {
     pub outbound_queue_frames: usize,
     pub admin_feed_frames: usize,
     pub max_write_buffer_bytes: usize,
+    pub max_connect_frame_bytes: usize,
     pub write_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub requests_per_minute: u32,
@@ -159,13 +166,26 @@ impl Config {
             ("max_header_bytes", l.max_header_bytes),
             ("max_connections", l.max_connections),
             ("max_connections_per_user", l.max_connections_per_user),
+            ("max_connections_per_ip", l.max_connections_per_ip),
+            ("max_anonymous_connections", l.max_anonymous_connections),
             ("max_frame_bytes", l.max_frame_bytes),
             ("max_message_bytes", l.max_message_bytes),
             ("read_buffer_bytes", l.read_buffer_bytes),
             ("outbound_queue_frames", l.outbound_queue_frames),
             ("admin_feed_frames", l.admin_feed_frames),
             ("max_write_buffer_bytes", l.max_write_buffer_bytes),
+            ("max_connect_frame_bytes", l.max_connect_frame_bytes),
             ("handshake_timeout_secs", l.handshake_timeout_secs as usize),
+            ("body_timeout_secs", l.body_timeout_secs as usize),
+            (
+                "admin_header_timeout_secs",
+                l.admin_header_timeout_secs as usize,
+            ),
+            (
+                "admin_keepalive_timeout_secs",
+                l.admin_keepalive_timeout_secs as usize,
+            ),
+            ("admin_max_sockets", l.admin_max_sockets),
             (
                 "health_check_interval_secs",
                 l.health_check_interval_secs as usize,
@@ -196,6 +216,12 @@ impl Config {
                 "limits.max_frame_bytes must not exceed limits.max_message_bytes".into(),
             ));
         }
+        if l.max_connect_frame_bytes > l.max_write_buffer_bytes {
+            return Err(ConfigError::Invalid(
+                "limits.max_connect_frame_bytes must not exceed limits.max_write_buffer_bytes"
+                    .into(),
+            ));
+        }
         if self.store.space_check_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "store.space_check_interval_ms must be positive".into(),
@@ -220,6 +246,13 @@ impl Config {
             let text = std::fs::read_to_string(&path)?;
             let stored: StoredCredentials = serde_json::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            // An empty secret would let anyone sign tokens, server tokens included.
+            if stored.api_key.is_empty() || stored.api_secret.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: api_key and api_secret must not be empty",
+                    path.display()
+                )));
+            }
             return Ok((stored.api_key, Secret::new(stored.api_secret), false));
         }
         std::fs::create_dir_all(&self.data_dir)?;
@@ -265,6 +298,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_stored_credentials_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::defaults();
+        c.data_dir = dir.path().to_path_buf();
+        for body in [
+            r#"{"api_key":"","api_secret":""}"#,
+            r#"{"api_key":"k","api_secret":""}"#,
+            r#"{"api_key":"","api_secret":"s"}"#,
+        ] {
+            std::fs::write(dir.path().join("credentials.json"), body).unwrap();
+            let err = c.credentials().expect_err(body);
+            assert!(err.to_string().contains("must not be empty"), "{err}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_secret_is_redacted() {

@@ -22,6 +22,15 @@ use crate::protocol::{ApiError, ErrorCode};
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// Time a request body may take to arrive in full, put into the request by the listener.
+/// A total deadline, not one per read: a body trickled a byte at a time must not hold its
+/// socket (and a descriptor of the budget) for longer than this.
+#[derive(Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
+/// Without a [`BodyTimeout`] in the request (a router served on its own, in tests).
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.code == ErrorCode::Internal {
@@ -91,8 +100,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 return Err(too_big(limit));
             }
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        let timeout = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+        let read = axum::body::to_bytes(req.into_body(), limit);
+        let bytes = tokio::time::timeout(timeout, read)
             .await
+            .map_err(|_| body_timed_out(timeout))?
             .map_err(|e| {
                 // Either the body itself failed (malformed chunking, a client that went
                 // away: axum's own error inside) or it passed the length limit.
@@ -111,6 +126,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .map_err(|e| ApiError::input(format!("invalid JSON body: {e}")))?;
         Ok(Self(value))
     }
+}
+
+/// The body did not arrive in time: 408, code 23. The body is left unread, so hyper closes
+/// the connection after the answer.
+fn body_timed_out(timeout: std::time::Duration) -> ApiError {
+    metrics::counter!("http_body_timeouts").increment(1);
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "the request body did not arrive within {} s",
+            timeout.as_secs_f64()
+        ),
+    )
 }
 
 fn too_big(limit: usize) -> ApiError {

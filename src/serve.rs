@@ -1,15 +1,19 @@
-//! Serving the public listener: an HTTP/1.1 accept loop (with upgrades) that bounds what an
-//! unfinished connection may hold — a header read timeout and a budget of descriptors.
+//! Serving both listeners: an HTTP/1.1 accept loop (with upgrades) that bounds what an
+//! unfinished connection may hold — a deadline for the first request's head, a header read
+//! timeout for each later one (which also bounds an idle keep-alive connection), and a budget
+//! of descriptors per listener.
 //!
 //! `axum::serve` leaves hyper's header read timeout off, so a socket that connects and never
 //! sends a request would be held forever, and it accepts until the process runs out of
-//! descriptors, which also starves the admin listener and the store. Here every accepted socket
-//! holds a slot of the budget until it closes (after an upgrade, until the WebSocket ends);
-//! with no slot free the loop waits for one, and the clients wait in the kernel's backlog.
+//! descriptors, which starves the other listener and the store. Here every accepted socket
+//! holds a slot of its listener's budget until it closes (after an upgrade, until the
+//! WebSocket ends); with no slot free the loop waits for one, and the clients wait in the
+//! kernel's backlog.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,18 +27,44 @@ use tower::Service;
 /// What one connection may hold before it is a WebSocket or a finished request.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
-    /// Time to send a request head, from connecting or from the previous response.
+    /// The listener's name in logs and metrics.
+    pub name: &'static str,
+    /// Time to send the first request's head, from connecting.
+    pub first_request_timeout: Duration,
+    /// Time to send each request head, from connecting or from the previous response: on a
+    /// keep-alive connection, how long it may stay idle.
     pub header_timeout: Duration,
     /// Sockets open at once; `None` for no bound.
     pub max_sockets: Option<usize>,
 }
 
+/// Descriptor budgets of the two listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// Sockets of the public listener.
+    pub public: usize,
+    /// Sockets of the admin listener.
+    pub admin: usize,
+}
+
+impl Budgets {
+    /// Splits `available` descriptors: the admin listener gets `admin_max`, but never more
+    /// than an eighth; the public listener the rest.
+    pub fn split(available: usize, admin_max: usize) -> Self {
+        let admin = admin_max.min(available / 8).max(1);
+        Self {
+            public: available.saturating_sub(admin).max(1),
+            admin,
+        }
+    }
+}
+
 /// Descriptors this listener leaves to everything else: a tenth of the limit, 8 to 128.
 const RESERVE_MAX: usize = 128;
 
-/// Sockets the public listener may hold at once: the process's descriptor limit less those
-/// already open and a reserve (the admin listener, the store). `None` where the limit cannot be
-/// read (no `/proc`).
+/// Sockets the listeners may hold at once, together: the process's descriptor limit less those
+/// already open and a reserve (the store, logs). `None` where the limit cannot be read (no
+/// `/proc`). [`Budgets::split`] shares it between the listeners.
 pub fn descriptor_budget() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let soft: usize = limits
@@ -75,11 +105,13 @@ pub async fn serve_http1(
                     Some(slot)
                 }
                 Err(_) => {
-                    metrics::counter!("gateway_accept_budget_waits").increment(1);
+                    metrics::counter!("gateway_accept_budget_waits", "listener" => limits.name)
+                        .increment(1);
                     if !saturated {
                         saturated = true;
                         tracing::warn!(
-                            "public listener at its descriptor budget; new connections wait"
+                            listener = limits.name,
+                            "listener at its descriptor budget; new connections wait"
                         );
                     }
                     tokio::select! {
@@ -106,13 +138,17 @@ pub async fn serve_http1(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(
+        // Set once a request head has arrived: the first-request deadline is then met.
+        let served = Arc::new(AtomicBool::new(false));
+        let service = hyper::service::service_fn({
+            let served = served.clone();
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                served.store(true, Ordering::Relaxed);
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
                 router.clone().call(req)
-            },
-        );
+            }
+        });
         let io = TokioIo::new(Slotted {
             stream,
             _slot: slot,
@@ -120,13 +156,29 @@ pub async fn serve_http1(
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut stop = stop.clone();
         let open = open_rx.clone();
+        // hyper's timeout already covers the first head when it is no longer.
+        let mut first_pending = limits.first_request_timeout < limits.header_timeout;
+        let first_deadline = limits.first_request_timeout;
         tokio::spawn(async move {
             tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            let first = tokio::time::sleep(first_deadline);
+            tokio::pin!(first);
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    () = &mut first, if first_pending => {
+                        if !served.load(Ordering::Relaxed) {
+                            // Dropping the connection closes the socket.
+                            metrics::counter!("http_first_request_timeouts").increment(1);
+                            break;
+                        }
+                        first_pending = false;
+                    }
+                    () = stopped(&mut stop) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                        break;
+                    }
                 }
             }
             drop(open);
@@ -196,5 +248,35 @@ impl AsyncWrite for Slotted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budgets;
+
+    #[test]
+    fn the_admin_listener_gets_its_share_never_more_than_an_eighth() {
+        assert_eq!(
+            Budgets::split(19_800, 256),
+            Budgets {
+                public: 19_544,
+                admin: 256
+            }
+        );
+        assert_eq!(
+            Budgets::split(104, 256),
+            Budgets {
+                public: 91,
+                admin: 13
+            }
+        );
+        assert_eq!(
+            Budgets::split(3, 256),
+            Budgets {
+                public: 2,
+                admin: 1
+            }
+        );
     }
 }

@@ -210,6 +210,12 @@ async fn start(
             close(ws, &order, write_timeout).await;
             return None;
         }
+        Err(RegisterError::AnonymousLimit) => {
+            metrics::counter!("gateway_connects_refused", "code" => "anonymous").increment(1);
+            let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full for anonymous users");
+            close(ws, &order, write_timeout).await;
+            return None;
+        }
     };
     let admitted = tokio::time::timeout_at(deadline, handshake::admit(&state.svc, &who)).await;
     let connected = match admitted {
@@ -257,12 +263,21 @@ async fn start(
         activity_recorded,
     } = connected;
     let anonymous = who.anonymous();
-    metrics::counter!("gateway_connects_accepted").increment(1);
-    let live = Live { handle, span };
     let now = Timestamp::now();
     let mut me = user.to_me(true);
     me.insert("last_active".into(), Value::String(now.to_wire()));
     let first_frame = health_check(&conn_id, Some(me));
+    if first_frame.len() > state.limits.max_connect_frame {
+        // Only a user stored before the bounds of a user can get here. Sent, the frame would
+        // pin its size in the socket's write buffer for the connection's life, and past the
+        // write buffer's bound it cannot be sent at all: refuse in a way the SDK stops on.
+        hub.unregister(&handle);
+        let e = connect_frame_too_big(&user.id, first_frame.len(), state.limits.max_connect_frame);
+        refuse(ws, &e, write_timeout).await;
+        return None;
+    }
+    metrics::counter!("gateway_connects_accepted").increment(1);
+    let live = Live { handle, span };
     if !send_text(ws, first_frame, write_timeout).await {
         let finishing = Box::pin(finish(state, live));
         finishing.await;
@@ -276,6 +291,17 @@ async fn start(
     }
     tracing::debug!("connected");
     Some(live)
+}
+
+/// The refusal of a user too large to send as a first frame: 413, code 22.
+fn connect_frame_too_big(user_id: &str, size: usize, max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooBig,
+        format!(
+            "user {user_id} is {size} bytes as a connect frame, more than the limit of {max}; \
+             the back end must make the user smaller before it can connect"
+        ),
+    )
 }
 
 /// Unregisters the connection; the user's last one records `last_active` and goes offline.

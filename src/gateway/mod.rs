@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod guest_quota;
 pub mod handshake;
+pub mod ip_sockets;
 pub mod rest;
 
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +66,8 @@ pub struct ConnLimits {
     pub max_message: usize,
     /// Largest unflushed write buffer.
     pub max_write_buffer: usize,
+    /// Largest first frame (the `health.check` carrying `me`).
+    pub max_connect_frame: usize,
 }
 
 /// What the public routes share.
@@ -81,6 +84,8 @@ pub struct GatewayState {
     /// Per-IP connect buckets: (window second, count).
     connects: Arc<DashMap<IpAddr, (u64, u32)>>,
     connects_per_second: u32,
+    /// Live sockets per client address.
+    pub ip_sockets: Arc<ip_sockets::IpSockets>,
     /// Guest creations allowed per address and in all.
     pub guests: Arc<guest_quota::GuestQuota>,
     /// Shutdown flag.
@@ -106,10 +111,12 @@ impl GatewayState {
                 max_frame: l.max_frame_bytes,
                 max_message: l.max_message_bytes,
                 max_write_buffer: l.max_write_buffer_bytes,
+                max_connect_frame: l.max_connect_frame_bytes,
             }),
             clock: Clock::new(),
             connects: Arc::new(DashMap::new()),
             connects_per_second: l.connects_per_second_per_ip,
+            ip_sockets: Arc::new(ip_sockets::IpSockets::new(l.max_connections_per_ip)),
             guests: Arc::new(guest_quota::GuestQuota::new(
                 l.guests_per_minute_per_ip,
                 l.guests_per_minute,
@@ -149,6 +156,14 @@ async fn connect(
         )
         .into_response();
     }
+    let Some(slot) = state.ip_sockets.try_hold(peer.ip()) else {
+        metrics::counter!("gateway_connects_refused", "code" => "per_ip").increment(1);
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            "too many open connections from this address",
+        )
+        .into_response();
+    };
     let req = handshake::ConnectRequest::from_query(&http::query_map(uri.query()));
     let l = state.limits.clone();
     ws.read_buffer_size(l.read_buffer)
@@ -158,10 +173,14 @@ async fn connect(
         .max_message_size(l.max_message)
         // axum keeps the callback for the connection's whole life: hand it one pointer.
         .on_upgrade({
-            let ctx = Box::new((state, req));
+            let ctx = Box::new((state, req, slot));
             move |socket| {
-                let (state, req) = *ctx;
-                connection::serve(socket, state, req)
+                let (state, req, slot) = *ctx;
+                let serving = connection::serve(socket, state, req);
+                async move {
+                    serving.await;
+                    drop(slot);
+                }
             }
         })
 }

@@ -22,6 +22,8 @@ pub enum RegisterError {
     PerUserLimit,
     /// The gateway holds as many connections as it may.
     TotalLimit,
+    /// The gateway holds as many anonymous connections as it may.
+    AnonymousLimit,
 }
 
 /// Shared realtime state of one gateway node.
@@ -30,7 +32,9 @@ pub struct Hub {
     by_conn: DashMap<Arc<str>, Weak<ConnHandle>>,
     watchers: DashMap<String, Vec<Weak<ConnHandle>>>,
     live: AtomicUsize,
+    anonymous: AtomicUsize,
     max_total: usize,
+    max_anonymous: usize,
     max_per_user: usize,
     queue_frames: usize,
 }
@@ -43,10 +47,24 @@ impl Hub {
             by_conn: DashMap::new(),
             watchers: DashMap::new(),
             live: AtomicUsize::new(0),
+            anonymous: AtomicUsize::new(0),
             max_total,
+            max_anonymous: max_total,
             max_per_user,
             queue_frames,
         }
+    }
+
+    /// Bounds anonymous connections apart (`limits.max_anonymous_connections`): they need no
+    /// credentials, so without a budget of their own they could take every place.
+    pub fn with_max_anonymous(mut self, max_anonymous: usize) -> Self {
+        self.max_anonymous = max_anonymous;
+        self
+    }
+
+    /// Live anonymous connections on this node.
+    pub fn anonymous_connections(&self) -> usize {
+        self.anonymous.load(Ordering::Relaxed)
     }
 
     /// Live connections on this node.
@@ -70,9 +88,17 @@ impl Hub {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::TotalLimit);
         }
+        if conn.anonymous && self.anonymous.fetch_add(1, Ordering::AcqRel) >= self.max_anonymous {
+            self.anonymous.fetch_sub(1, Ordering::AcqRel);
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(RegisterError::AnonymousLimit);
+        }
         let mut entry = self.by_user.entry(conn.user_id.clone()).or_default();
         if entry.len() >= self.max_per_user {
             drop(entry);
+            if conn.anonymous {
+                self.anonymous.fetch_sub(1, Ordering::AcqRel);
+            }
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(RegisterError::PerUserLimit);
         }
@@ -101,6 +127,9 @@ impl Hub {
         }
         if found {
             self.live.fetch_sub(1, Ordering::AcqRel);
+            if conn.anonymous {
+                self.anonymous.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         metrics::gauge!("gateway_live_connections").set(self.live_connections() as f64);
         found && last

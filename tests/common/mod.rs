@@ -435,6 +435,11 @@ impl ProcessServer {
         Ok(())
     }
 
+    /// The process id (for reading `/proc/<pid>/status` in measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// What the process printed so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

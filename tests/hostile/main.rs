@@ -15,6 +15,7 @@ mod guests;
 mod ids;
 mod limits;
 mod memory;
+mod profiles;
 mod queries;
 mod users;
 

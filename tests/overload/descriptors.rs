@@ -200,3 +200,100 @@ async fn at_its_descriptor_budget_the_gateway_waits_serves_admin_and_recovers() 
     assert!(gw.alive());
     drop(held);
 }
+
+/// Whether the server closed `stream` (EOF or reset) within `wait`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn silent_admin_sockets_are_closed_and_cannot_starve_the_public_listener() {
+    let mut gw = Gateway::start(
+        160,
+        &[
+            ("CHAT_GATEWAY_LIMITS__MAX_CONNECTIONS", "1000"),
+            ("CHAT_GATEWAY_LIMITS__ADMIN_HEADER_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .await;
+    let admin = crate::addr_of(&gw.api.admin_url);
+
+    // A keep-alive back end: idle for longer than the first-request deadline between two
+    // requests on one connection, and served both times.
+    let mut keep = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    for round in 0..2 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(3), keep.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    // 300 sockets to the admin listener that never send a byte.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(
+            tokio::net::TcpStream::connect(admin)
+                .await
+                .expect("TCP connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The public listener still takes WebSockets and answers /healthz, on new connections.
+    let sock = try_connect(&gw.api, "during-flood".into(), Duration::from_secs(3)).await;
+    assert!(
+        sock.is_some(),
+        "no WebSocket during the flood:\n{}",
+        gw.log()
+    );
+    let fresh = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let health = fresh
+        .get(format!("{}/healthz", gw.api.public_url))
+        .send()
+        .await;
+    assert_eq!(health.expect("public /healthz answers").status(), 200);
+    assert!(
+        gw.open_fds() <= 160 - 8,
+        "{} descriptors open",
+        gw.open_fds()
+    );
+    assert!(
+        !gw.log().contains("Too many open files"),
+        "a listener met EMFILE:\n{}",
+        gw.log()
+    );
+
+    // The silent sockets the admin listener took are closed after the first-request deadline.
+    let mut closed = 0;
+    for s in silent.iter_mut().take(10) {
+        if closed_within(s, Duration::from_secs(3)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 10, "silent admin sockets still open after 3 s");
+    // The flood ends: the admin listener serves again, on a new connection.
+    drop(silent);
+    let health = fresh
+        .get(format!("{}/healthz", gw.api.admin_url))
+        .send()
+        .await;
+    assert_eq!(health.expect("admin /healthz answers").status(), 200);
+    assert!(gw.alive());
+}

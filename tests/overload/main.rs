@@ -10,7 +10,9 @@ use common::ws;
 mod burst;
 mod descriptors;
 mod handshakes;
+mod per_ip;
 mod rate_limits;
+mod slow_bodies;
 mod slow_consumer;
 
 use std::net::SocketAddr;

@@ -11,8 +11,10 @@ use common::ws;
 mod guests;
 mod leaks;
 mod listeners;
+mod logs;
 mod permissions;
 mod races;
+mod startup;
 mod tokens;
 
 use base64::Engine;

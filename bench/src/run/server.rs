@@ -102,6 +102,11 @@ impl Server {
                         "CHAT_GATEWAY_LIMITS__MAX_CONNECTIONS",
                         env.max_connections.to_string(),
                     )
+                    // Load comes from a few loopback addresses.
+                    .env(
+                        "CHAT_GATEWAY_LIMITS__MAX_CONNECTIONS_PER_IP",
+                        env.max_connections.to_string(),
+                    )
                     .env(
                         "CHAT_GATEWAY_LIMITS__HEALTH_CHECK_INTERVAL_SECS",
                         health_check_secs.to_string(),
