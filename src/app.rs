@@ -112,6 +112,11 @@ pub async fn run(
     let admin_state = AdminState {
         svc: svc.clone(),
         feed,
+        base_url: if config.admin_url.is_empty() {
+            format!("http://{}", admin.local_addr()?)
+        } else {
+            config.admin_url.trim_end_matches('/').to_owned()
+        },
         write_timeout: Duration::from_secs(limits.write_timeout_secs),
         metrics: crate::telemetry::metrics_handle(),
         stop: stop_rx.clone(),

@@ -20,6 +20,9 @@ pub struct Config {
     pub public_addr: SocketAddr,
     /// Admin listener address.
     pub admin_addr: SocketAddr,
+    /// Base URL back ends reach the admin listener at, for export links (empty: the
+    /// listener's own address).
+    pub admin_url: String,
     /// Data directory.
     pub data_dir: PathBuf,
     /// API key (empty: generated).

@@ -23,6 +23,8 @@ pub struct AdminState {
     pub feed: Arc<feed::AdminFeed>,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
+    /// Base URL of this listener as back ends reach it (export links).
+    pub base_url: String,
     /// Time one write to an admin WebSocket may take.
     pub write_timeout: std::time::Duration,
     /// Becomes true when the gateway shuts down (admin WebSockets close).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -57,20 +57,11 @@ async fn server_auth(State(state): State<AdminState>, req: Request, next: Next) 
     }
 }
 
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
 async fn run(
     state: &AdminState,
     op: &'static str,
     id: Option<String>,
     uri: &Uri,
-    headers: &HeaderMap,
     body: serde_json::Value,
 ) -> Response {
     let started = Instant::now();
@@ -78,7 +69,7 @@ async fn run(
         id,
         params: http::query_map(uri.query()),
         body,
-        base_url: base_url(headers),
+        base_url: state.base_url.clone(),
     };
     match dispatch(&state.svc, op, req).await {
         Ok(out) => http::ok(out, started),
@@ -88,16 +79,15 @@ async fn run(
 
 macro_rules! op {
     ($op:literal) => {
-        |State(s): State<AdminState>, uri: Uri, headers: HeaderMap, JsonBody(body): JsonBody| async move {
-            run(&s, $op, None, &uri, &headers, body).await
+        |State(s): State<AdminState>, uri: Uri, JsonBody(body): JsonBody| async move {
+            run(&s, $op, None, &uri, body).await
         }
     };
     ($op:literal, id) => {
         |State(s): State<AdminState>,
          PathId(id): PathId,
          uri: Uri,
-         headers: HeaderMap,
-         JsonBody(body): JsonBody| async move { run(&s, $op, Some(id), &uri, &headers, body).await }
+         JsonBody(body): JsonBody| async move { run(&s, $op, Some(id), &uri, body).await }
     };
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
@@ -26,14 +25,9 @@ const MAX_ADMIN_MESSAGE: usize = 4 << 20;
 /// `GET /ws` (authenticated by the router's middleware).
 pub async fn upgrade(
     State(state): State<AdminState>,
-    headers: HeaderMap,
     crate::http::WsUpgrade(ws): crate::http::WsUpgrade,
 ) -> Response {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let base_url = format!("http://{host}");
+    let base_url = state.base_url.clone();
     ws.max_message_size(MAX_ADMIN_MESSAGE)
         .on_upgrade(move |socket| serve(socket, state, base_url))
 }

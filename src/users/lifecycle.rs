@@ -438,22 +438,56 @@ impl UsersService {
 
     /// An export document.
     pub async fn export_document(&self, id: &str) -> Result<Value, ApiError> {
-        self.store
+        let mut doc = self
+            .store
             .get_export(id)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| ApiError::new(ErrorCode::DoesNotExist, "export does not exist"))
+            .ok_or_else(|| ApiError::new(ErrorCode::DoesNotExist, "export does not exist"))?;
+        if let Some(users) = doc.get_mut("users").and_then(Value::as_array_mut) {
+            self.drop_erased(users).await?;
+        }
+        Ok(doc)
     }
 
     /// `GET /tasks/{id}`.
     pub async fn task(&self, id: &str) -> Result<Task, ApiError> {
-        self.store
+        let mut task = self
+            .store
             .get_task(id)
             .await
             .map_err(store_error)?
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::DoesNotExist, format!("task {id} does not exist"))
-            })
+            })?;
+        if let Some(users) = task.result.get_mut("users").and_then(Value::as_array_mut) {
+            self.drop_erased(users).await?;
+        }
+        Ok(task)
+    }
+
+    /// Removes from an export's or a task result's list the users hard-deleted since it was
+    /// written: a hard delete erases a user's data everywhere it is served, not only in the
+    /// user tree. Entries are users (`{"id":..}`) or export items (`{"user":{"id":..}}`).
+    async fn drop_erased(&self, users: &mut Vec<Value>) -> Result<(), ApiError> {
+        let mut kept = Vec::with_capacity(users.len());
+        for entry in users.drain(..) {
+            let id = entry
+                .get("user")
+                .unwrap_or(&entry)
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let erased = match &id {
+                Some(id) => self.store.is_tombstoned(id).await.map_err(store_error)?,
+                None => false,
+            };
+            if !erased {
+                kept.push(entry);
+            }
+        }
+        *users = kept;
+        Ok(())
     }
 
     async fn completed_task(&self, result: Map<String, Value>) -> Result<String, ApiError> {

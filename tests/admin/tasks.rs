@@ -144,3 +144,75 @@ async fn an_unknown_task_is_code_16() {
     assert_error(&srv.admin(Method::GET, &path, None).await, 404, 16, None);
     srv.stop().await;
 }
+
+/// A hard delete erases the user from what earlier exports and task results serve, and export
+/// links are never built from the caller's `Host` header.
+#[tokio::test]
+async fn hard_deleted_users_leave_exports_and_task_results() {
+    let srv = TestServer::start().await;
+    upsert_ok(
+        &srv,
+        &[json!({"id": "gone", "secret": "s3"}), json!({"id": "kept"})],
+    )
+    .await;
+    // An export asked for with a forged Host header.
+    let client = reqwest::Client::new();
+    let answer: Value = client
+        .post(format!(
+            "{}/export/users?api_key={}",
+            srv.admin_url, srv.api_key
+        ))
+        .header("Authorization", &srv.server_token)
+        .header("stream-auth-type", "jwt")
+        .header("Host", "evil.example")
+        .json(&json!({"user_ids": ["gone", "kept"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let export = task(&srv, &answer).await;
+    let url = export["result"]["url"].as_str().expect("url").to_owned();
+    assert!(!url.contains("evil.example"), "{url}");
+    assert!(url.starts_with(&srv.admin_url), "{url}");
+    let deactivated = srv
+        .admin_ok(
+            Method::POST,
+            "/users/deactivate",
+            Some(json!({"user_ids": ["gone", "kept"]})),
+        )
+        .await;
+    let deactivated = task(&srv, &deactivated).await["task_id"].clone();
+    srv.admin_ok(
+        Method::DELETE,
+        "/users/gone?hard_delete=true&mark_messages_deleted=true",
+        None,
+    )
+    .await;
+    let (status, doc) = srv.get_url(&url).await;
+    assert_eq!(status, 200, "{doc}");
+    let ids: Vec<&Value> = doc["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["user"]["id"])
+        .collect();
+    assert_eq!(ids, [&json!("kept")]);
+    assert!(!doc.to_string().contains("s3"), "{doc}");
+    let t = srv
+        .admin_ok(
+            Method::GET,
+            &format!("/tasks/{}", deactivated.as_str().unwrap()),
+            None,
+        )
+        .await;
+    let ids: Vec<&Value> = t["result"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["id"])
+        .collect();
+    assert_eq!(ids, [&json!("kept")], "{t}");
+    srv.stop().await;
+}
