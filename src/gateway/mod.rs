@@ -29,6 +29,11 @@ use crate::hub::{CloseOrder, Hub, CLOSE_GOING_AWAY};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::users::UsersService;
 
+/// Per-address connect-rate buckets kept before the stale ones (from earlier seconds) are
+/// dropped: a bound on memory, not a limit any client meets — only the current second's
+/// buckets count, and they are never pruned.
+const CONNECT_BUCKETS_BEFORE_PRUNE: usize = 50_000;
+
 /// Seconds since the gateway started; cheap to read from every connection.
 #[derive(Clone)]
 pub struct Clock(Instant);
@@ -127,7 +132,7 @@ impl GatewayState {
 
     fn admit_connect(&self, ip: IpAddr) -> bool {
         let now = self.clock.now_secs();
-        if self.connects.len() > 50_000 {
+        if self.connects.len() > CONNECT_BUCKETS_BEFORE_PRUNE {
             self.connects.retain(|_, (s, _)| *s == now);
         }
         let mut e = self.connects.entry(ip).or_insert((now, 0));
