@@ -1,20 +1,25 @@
-//! The embedded sled store.
+//! The embedded sled store: opening a data dir (and migrating it), the [`Store`] calls, and
+//! the transaction that applies a batch of user changes.
 //!
-//! Trees and key layouts:
+//! - `names`      — the username index (one key per holder, a count per name).
+//! - `migrations` — the stored schema version and the numbered migrations.
+//!
+//! Trees and key layouts (the index trees are documented in their modules):
 //! - `userid_user`: user id → JSON [`StoredUser`] (version + user).
-//! - `username_userids`: `a\0<normal form>` (app scope) or `t\0<team>\0<normal form>` (team
-//!   scope) → JSON array of the ids of active users holding that name there. Kept for every
-//!   user whatever the enforcement setting, so switching enforcement on is instant.
+//! - `namekey_userid`, `namekey_count`: the username index ([`names`]).
 //! - `userid_tombstone`: user id → deletion time; permanent.
 //! - `userid_lastactive`: user id → last activity (not part of the user's version).
 //! - `settings`: `app` → JSON app settings.
 //! - `taskid_task`: task id → JSON [`Task`].
 //! - `exportid_export`: export id → JSON document.
-//! - `meta`: `schema_version` → u32 big-endian.
+//! - `meta`: `schema_version` → u32 big-endian ([`migrations`]).
 //!
 //! A batch is one sled transaction over the user, username and tombstone trees (sled runs
 //! transactions under its global concurrency lock, so they are serialisable), followed by a
 //! flush through the group-commit thread, so concurrent writers share flushes.
+
+pub mod migrations;
+mod names;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,11 +35,9 @@ use crate::model::query::UserQuery;
 use crate::model::user::User;
 use crate::model::username::normalise;
 use crate::protocol::Timestamp;
+use names::{name_key, name_keys, NamesTx};
 
-/// The schema version this code writes. Migrations, numbered by the version they produce:
-/// - 2: the username index is rebuilt, its keys being normal forms and normalisation having
-///   changed (NFKC first; see [`normalise`]).
-pub const SCHEMA_VERSION: u32 = 2;
+pub use migrations::SCHEMA_VERSION;
 
 /// A sled database holding every tree of the gateway.
 #[derive(Clone)]
@@ -46,7 +49,8 @@ struct Inner {
     db: sled::Db,
     flusher: GroupCommit,
     users: sled::Tree,
-    names: sled::Tree,
+    name_holders: sled::Tree,
+    name_counts: sled::Tree,
     tombstones: sled::Tree,
     last_active: sled::Tree,
     settings: sled::Tree,
@@ -82,38 +86,12 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(sled_error)?;
-        let meta = db.open_tree("meta").map_err(sled_error)?;
-        match meta.get("schema_version").map_err(sled_error)? {
-            None => {
-                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(sled_error)?;
-            }
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("schema_version".into()))?,
-                );
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::Backend(format!(
-                        "data dir has schema version {found}, this build knows {SCHEMA_VERSION}"
-                    )));
-                }
-                if found < 2 {
-                    rebuild_name_index(&db)?;
-                }
-                // Written after the migrations; the flush below makes both durable, and
-                // sled recovers writes in order, so a crash redoes an unfinished migration.
-                if found < SCHEMA_VERSION {
-                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())
-                        .map_err(sled_error)?;
-                }
-            }
-        }
+        migrations::migrate(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_error);
         let inner = Inner {
             users: tree("userid_user")?,
-            names: tree("username_userids")?,
+            name_holders: tree(names::HOLDERS_TREE)?,
+            name_counts: tree(names::COUNTS_TREE)?,
             tombstones: tree("userid_tombstone")?,
             last_active: tree("userid_lastactive")?,
             settings: tree("settings")?,
@@ -161,84 +139,10 @@ impl SledStore {
     }
 }
 
-/// Migration to 2: rebuilds `username_userids` from `userid_user` with the current normal
-/// form. Idempotent (it starts by clearing the index), run before the store serves.
-fn rebuild_name_index(db: &sled::Db) -> Result<(), StoreError> {
-    let users = db.open_tree("userid_user").map_err(sled_error)?;
-    let names = db.open_tree("username_userids").map_err(sled_error)?;
-    let mut index: std::collections::BTreeMap<Vec<u8>, Vec<String>> = Default::default();
-    for item in users.iter() {
-        let (_, bytes) = item.map_err(sled_error)?;
-        let stored: StoredUser =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        for key in name_keys(&stored.user) {
-            index.entry(key).or_default().push(stored.user.id.clone());
-        }
-    }
-    names.clear().map_err(sled_error)?;
-    for (key, ids) in index {
-        let bytes = serde_json::to_vec(&ids).expect("string list encodes");
-        names.insert(key, bytes).map_err(sled_error)?;
-    }
-    tracing::info!(entries = names.len(), "username index rebuilt (schema 2)");
-    Ok(())
-}
-
-/// The username index keys an active user occupies.
-pub fn name_keys(user: &User) -> Vec<Vec<u8>> {
-    let mut keys = Vec::new();
-    if !user.is_active() {
-        return keys;
-    }
-    let Some(norm) = user.name.as_deref().map(normalise) else {
-        return keys;
-    };
-    if norm.is_empty() {
-        return keys;
-    }
-    keys.push(app_key(&norm));
-    for team in &user.teams {
-        keys.push(team_key(team, &norm));
-    }
-    keys
-}
-
-fn app_key(norm: &str) -> Vec<u8> {
-    let mut k = b"a\0".to_vec();
-    k.extend_from_slice(norm.as_bytes());
-    k
-}
-
-fn team_key(team: &str, norm: &str) -> Vec<u8> {
-    let mut k = b"t\0".to_vec();
-    k.extend_from_slice(team.as_bytes());
-    k.push(0);
-    k.extend_from_slice(norm.as_bytes());
-    k
-}
-
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
-}
-
-fn read_holders(names: &TransactionalTree, key: &[u8]) -> TxResult<Vec<String>> {
-    match names.get(key)? {
-        None => Ok(Vec::new()),
-        Some(v) => serde_json::from_slice(&v)
-            .or_else(|e| abort(StoreError::Corrupt(format!("username index: {e}")))),
-    }
-}
-
-fn write_holders(names: &TransactionalTree, key: &[u8], ids: &[String]) -> TxResult<()> {
-    if ids.is_empty() {
-        names.remove(key)?;
-    } else {
-        let bytes = serde_json::to_vec(ids).expect("string list encodes");
-        names.insert(key, bytes)?;
-    }
-    Ok(())
 }
 
 fn check_expect(users: &TransactionalTree, id: &str, expect: Expect) -> TxResult<Option<User>> {
@@ -258,7 +162,7 @@ fn check_expect(users: &TransactionalTree, id: &str, expect: Expect) -> TxResult
 
 fn apply_change(
     users: &TransactionalTree,
-    names: &TransactionalTree,
+    names: &NamesTx<'_>,
     tombstones: &TransactionalTree,
     change: &UserChange,
 ) -> TxResult<()> {
@@ -277,9 +181,7 @@ fn apply_change(
     // Release the names the old state held.
     if let Some(old) = &old {
         for key in name_keys(old) {
-            let mut ids = read_holders(names, &key)?;
-            ids.retain(|x| x != id);
-            write_holders(names, &key, &ids)?;
+            names.remove(&key, id)?;
         }
     }
     match change {
@@ -296,11 +198,11 @@ fn apply_change(
             if let Some(norm) = user.name.as_deref().map(normalise) {
                 if !norm.is_empty() && user.is_active() {
                     for scope in check_names {
-                        let (key, team) = match scope {
-                            NameScope::App => (app_key(&norm), None),
-                            NameScope::Team(t) => (team_key(t, &norm), Some(t.clone())),
+                        let team = match scope {
+                            NameScope::App => None,
+                            NameScope::Team(t) => Some(t.clone()),
                         };
-                        if read_holders(names, &key)?.iter().any(|x| x != id) {
+                        if names.held_by_other(&name_key(scope, &norm), id)? {
                             return abort(StoreError::NameTaken {
                                 name: user.name.clone().unwrap_or_default(),
                                 team,
@@ -310,11 +212,7 @@ fn apply_change(
                 }
             }
             for key in name_keys(user) {
-                let mut ids = read_holders(names, &key)?;
-                if !ids.iter().any(|x| x == id) {
-                    ids.push(id.to_owned());
-                }
-                write_holders(names, &key, &ids)?;
+                names.add(&key, id)?;
             }
             let stored = StoredUser {
                 version: old_version + 1,
@@ -352,10 +250,17 @@ impl Store for SledStore {
             return Ok(());
         }
         self.blocking(move |inner| {
-            (&inner.users, &inner.names, &inner.tombstones)
-                .transaction(|(users, names, tombstones)| {
+            let trees = (
+                &inner.users,
+                &inner.name_holders,
+                &inner.name_counts,
+                &inner.tombstones,
+            );
+            trees
+                .transaction(|(users, holders, counts, tombstones)| {
+                    let names = NamesTx { holders, counts };
                     for change in &changes {
-                        apply_change(users, names, tombstones, change)?;
+                        apply_change(users, &names, tombstones, change)?;
                     }
                     Ok(())
                 })
@@ -433,15 +338,9 @@ impl Store for SledStore {
     }
 
     async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError> {
-        let norm = normalise(name);
-        let key = match scope {
-            NameScope::App => app_key(&norm),
-            NameScope::Team(t) => team_key(t, &norm),
-        };
-        match self.inner.names.get(key).map_err(sled_error)? {
-            None => Ok(Vec::new()),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
-        }
+        let key = name_key(scope, &normalise(name));
+        let tree = self.inner.name_holders.clone();
+        self.blocking(move |_| names::holders(&tree, &key)).await
     }
 
     async fn app_settings(&self) -> Result<Map<String, Value>, StoreError> {
@@ -502,87 +401,4 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn upgrading_from_schema_1_rebuilds_the_username_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        {
-            let store = SledStore::open(&path).unwrap();
-            let mut u = User::new("u1", Timestamp::now());
-            u.name = Some("Jose\u{301}".into()); // decomposed: "e" + combining acute
-            u.teams = vec!["red".into()];
-            let change = UserChange::Put {
-                user: u,
-                expect: Expect::Absent,
-                check_names: vec![],
-                tombstone: false,
-            };
-            store.apply_user_batch(vec![change]).await.unwrap();
-            // Make it look like a schema-1 data dir: index keyed by the old normal form.
-            let names = &store.inner.names;
-            names.clear().unwrap();
-            names
-                .insert(app_key("jose"), br#"["u1"]"#.to_vec())
-                .unwrap();
-            names
-                .insert(team_key("red", "jose"), br#"["u1"]"#.to_vec())
-                .unwrap();
-            let meta = store.inner.db.open_tree("meta").unwrap();
-            meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
-            store.inner.db.flush().unwrap();
-        }
-        let store = SledStore::open(&path).expect("a dropped store releases its data dir at once");
-        let precomposed = "Jos\u{e9}";
-        let app = store
-            .name_holders(precomposed, &NameScope::App)
-            .await
-            .unwrap();
-        assert_eq!(app, ["u1"]);
-        let team = NameScope::Team("red".into());
-        assert_eq!(
-            store.name_holders(precomposed, &team).await.unwrap(),
-            ["u1"]
-        );
-        assert!(store.inner.names.get(app_key("jose")).unwrap().is_none());
-        assert_eq!(store.inner.names.len(), 2);
-        let meta = store.inner.db.open_tree("meta").unwrap();
-        let version = meta.get("schema_version").unwrap().unwrap();
-        assert_eq!(version.as_ref(), SCHEMA_VERSION.to_be_bytes());
-    }
-
-    #[tokio::test]
-    async fn a_hard_delete_erases_the_activity_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db")).unwrap();
-        let create = UserChange::Put {
-            user: User::new("gone", Timestamp::now()),
-            expect: Expect::Absent,
-            check_names: vec![],
-            tombstone: false,
-        };
-        store.apply_user_batch(vec![create]).await.unwrap();
-        store
-            .touch_last_active("gone", Timestamp::now())
-            .await
-            .unwrap();
-        assert!(store.inner.last_active.contains_key("gone").unwrap());
-        let version = store.get_user("gone").await.unwrap().unwrap().version;
-        let erase = UserChange::Erase {
-            id: "gone".into(),
-            expect: Expect::Version(version),
-            deleted_at: Timestamp::now(),
-        };
-        store.apply_user_batch(vec![erase]).await.unwrap();
-        assert!(!store.inner.last_active.contains_key("gone").unwrap());
-        // A late disconnect of the erased user records nothing.
-        store
-            .touch_last_active("gone", Timestamp::now())
-            .await
-            .unwrap();
-        assert!(!store.inner.last_active.contains_key("gone").unwrap());
-        assert!(store.inner.last_active.is_empty());
-    }
-}
+mod tests;
