@@ -3,7 +3,7 @@
 //!
 //! Tree: `meta`: `schema_version` → u32 big-endian.
 
-use super::{names, sled_error};
+use super::{indexes, names, sled_error};
 use crate::store::StoreError;
 
 /// The schema version this code writes. Migrations, numbered by the version they produce:
@@ -12,7 +12,9 @@ use crate::store::StoreError;
 /// - 3: the username index becomes one key per holder plus a count per name
 ///   (`namekey_userid`, `namekey_count`) instead of one JSON list of holders per name
 ///   (`username_userids`, dropped). Rebuilt from the users, so it subsumes 2.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: the query indexes (`field_value_userid`) are built from the users and their activity
+///   records.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The tree of the username index up to schema 2: name key → JSON list of holder ids.
 pub const LEGACY_NAMES_TREE: &str = "username_userids";
@@ -39,6 +41,10 @@ pub fn migrate(db: &sled::Db) -> Result<(), StoreError> {
         names::rebuild(db)?;
         db.drop_tree(LEGACY_NAMES_TREE).map_err(sled_error)?;
         tracing::info!(from = found, "username index migrated (schema 3)");
+    }
+    if found < 4 {
+        indexes::rebuild(db)?;
+        tracing::info!(from = found, "query indexes built (schema 4)");
     }
     // Written after the migrations; the caller's flush makes both durable, and sled
     // recovers writes in order, so a crash redoes an unfinished migration (each is

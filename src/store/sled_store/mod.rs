@@ -2,11 +2,15 @@
 //! the transaction that applies a batch of user changes.
 //!
 //! - `names`      — the username index (one key per holder, a count per name).
+//! - `indexes`    — the secondary indexes queries read (role, teams, name, timestamps...).
+//! - `planner`    — which index, walk or scan answers a query.
+//! - `query`      — runs the plan and cuts the page.
 //! - `migrations` — the stored schema version and the numbered migrations.
 //!
 //! Trees and key layouts (the index trees are documented in their modules):
 //! - `userid_user`: user id → JSON [`StoredUser`] (version + user).
 //! - `namekey_userid`, `namekey_count`: the username index ([`names`]).
+//! - `field_value_userid`: the query indexes ([`indexes`]).
 //! - `userid_tombstone`: user id → deletion time; permanent.
 //! - `userid_lastactive`: user id → last activity (not part of the user's version).
 //! - `settings`: `app` → JSON app settings.
@@ -14,12 +18,16 @@
 //! - `exportid_export`: export id → JSON document.
 //! - `meta`: `schema_version` → u32 big-endian ([`migrations`]).
 //!
-//! A batch is one sled transaction over the user, username and tombstone trees (sled runs
+//! A batch is one sled transaction over the user, username, tombstone, activity and query
+//! index trees (sled runs
 //! transactions under its global concurrency lock, so they are serialisable), followed by a
 //! flush through the group-commit thread, so concurrent writers share flushes.
 
+pub mod indexes;
 pub mod migrations;
 mod names;
+pub mod planner;
+mod query;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +46,7 @@ use crate::protocol::Timestamp;
 use names::{name_key, name_keys, NamesTx};
 
 pub use migrations::SCHEMA_VERSION;
+pub use planner::PlannerLimits;
 
 /// A sled database holding every tree of the gateway.
 #[derive(Clone)]
@@ -53,6 +62,8 @@ struct Inner {
     name_counts: sled::Tree,
     tombstones: sled::Tree,
     last_active: sled::Tree,
+    index: sled::Tree,
+    limits: PlannerLimits,
     settings: sled::Tree,
     tasks: sled::Tree,
     exports: sled::Tree,
@@ -78,8 +89,14 @@ fn is_no_space(e: &std::io::Error) -> bool {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir` and checks its schema version.
+    /// Opens (or creates) the database in `dir` and migrates it to the current schema.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_limits(dir, PlannerLimits::default())
+    }
+
+    /// [`Self::open`] with other query planner thresholds (tests use tiny ones to take every
+    /// path of the planner with few users).
+    pub fn open_with_limits(dir: &Path, limits: PlannerLimits) -> Result<Self, StoreError> {
         super::sled_snapshots::remove_unfinished(dir).map_err(backend)?;
         let db = sled::Config::new()
             .path(dir)
@@ -94,6 +111,8 @@ impl SledStore {
             name_counts: tree(names::COUNTS_TREE)?,
             tombstones: tree("userid_tombstone")?,
             last_active: tree("userid_lastactive")?,
+            index: tree(indexes::TREE)?,
+            limits,
             settings: tree("settings")?,
             tasks: tree("taskid_task")?,
             exports: tree("exportid_export")?,
@@ -111,21 +130,7 @@ impl SledStore {
     }
 
     fn decode_user(&self, bytes: &[u8]) -> Result<StoredUser, StoreError> {
-        let mut stored: StoredUser =
-            serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if let Some(t) = self
-            .inner
-            .last_active
-            .get(stored.user.id.as_bytes())
-            .map_err(sled_error)?
-        {
-            if let Some(t) = std::str::from_utf8(&t).ok().and_then(Timestamp::parse) {
-                if stored.user.last_active.is_none_or(|old| old < t) {
-                    stored.user.last_active = Some(t);
-                }
-            }
-        }
-        Ok(stored)
+        self.inner.decode_user(bytes)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -137,6 +142,43 @@ impl SledStore {
             .await
             .map_err(backend)?
     }
+}
+
+impl Inner {
+    /// A stored user with its activity record applied, as every read returns it.
+    fn decode_user(&self, bytes: &[u8]) -> Result<StoredUser, StoreError> {
+        let mut stored = decode_record(bytes)?;
+        let activity = self
+            .last_active
+            .get(stored.user.id.as_bytes())
+            .map_err(sled_error)?;
+        apply_activity(&mut stored.user, activity.as_deref());
+        Ok(stored)
+    }
+}
+
+fn decode_record(bytes: &[u8]) -> Result<StoredUser, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// `last_active` as the store returns it: the later of the user's own and its activity
+/// record (`userid_lastactive`).
+fn apply_activity(user: &mut User, activity: Option<&[u8]>) {
+    let recorded = activity
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(Timestamp::parse);
+    if let Some(t) = recorded {
+        if user.last_active.is_none_or(|old| old < t) {
+            user.last_active = Some(t);
+        }
+    }
+}
+
+/// A stored record decoded with its activity record applied.
+fn decode_stored(bytes: &[u8], activity: Option<&[u8]>) -> Result<StoredUser, StoreError> {
+    let mut stored = decode_record(bytes)?;
+    apply_activity(&mut stored.user, activity);
+    Ok(stored)
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -160,12 +202,30 @@ fn check_expect(users: &TransactionalTree, id: &str, expect: Expect) -> TxResult
     }
 }
 
-fn apply_change(
-    users: &TransactionalTree,
-    names: &NamesTx<'_>,
-    tombstones: &TransactionalTree,
-    change: &UserChange,
-) -> TxResult<()> {
+/// The trees a batch writes, inside its transaction.
+struct BatchTx<'a> {
+    users: &'a TransactionalTree,
+    names: NamesTx<'a>,
+    tombstones: &'a TransactionalTree,
+    last_active: &'a TransactionalTree,
+    index: &'a TransactionalTree,
+}
+
+/// A user with the activity record `activity` applied (for its index entries).
+fn with_activity(user: &User, activity: Option<&[u8]>) -> User {
+    let mut user = user.clone();
+    apply_activity(&mut user, activity);
+    user
+}
+
+fn apply_change(tx: &BatchTx<'_>, change: &UserChange) -> TxResult<()> {
+    let BatchTx {
+        users,
+        names,
+        tombstones,
+        last_active,
+        index,
+    } = tx;
     let (id, expect) = match change {
         UserChange::Put { user, expect, .. } => (user.id.as_str(), *expect),
         UserChange::Erase { id, expect, .. } => (id.as_str(), *expect),
@@ -188,6 +248,10 @@ fn apply_change(
         UserChange::Erase { deleted_at, .. } => {
             users.remove(id.as_bytes())?;
             tombstones.insert(id.as_bytes(), deleted_at.to_wire().as_bytes())?;
+            // A hard delete erases everything but the tombstone, the activity record too.
+            let activity = last_active.remove(id.as_bytes())?;
+            let old = old.map(|u| with_activity(&u, activity.as_deref()));
+            indexes::update(index, old.as_ref(), None)?;
         }
         UserChange::Put {
             user,
@@ -220,6 +284,10 @@ fn apply_change(
             };
             let bytes = serde_json::to_vec(&stored).expect("user encodes");
             users.insert(id.as_bytes(), bytes)?;
+            let activity = last_active.get(id.as_bytes())?;
+            let old = old.map(|u| with_activity(&u, activity.as_deref()));
+            let new = with_activity(user, activity.as_deref());
+            indexes::update(index, old.as_ref(), Some(&new))?;
             if *tombstone {
                 let at = user.deleted_at.unwrap_or_else(Timestamp::now);
                 tombstones.insert(id.as_bytes(), at.to_wire().as_bytes())?;
@@ -255,86 +323,65 @@ impl Store for SledStore {
                 &inner.name_holders,
                 &inner.name_counts,
                 &inner.tombstones,
+                &inner.last_active,
+                &inner.index,
             );
             trees
-                .transaction(|(users, holders, counts, tombstones)| {
-                    let names = NamesTx { holders, counts };
+                .transaction(|(users, holders, counts, tombstones, last_active, index)| {
+                    let tx = BatchTx {
+                        users,
+                        names: NamesTx { holders, counts },
+                        tombstones,
+                        last_active,
+                        index,
+                    };
                     for change in &changes {
-                        apply_change(users, &names, tombstones, change)?;
+                        apply_change(&tx, change)?;
                     }
                     Ok(())
                 })
                 .map_err(|e| match e {
                     TransactionError::Abort(e) => e,
                     TransactionError::Storage(e) => sled_error(e),
-                })?;
-            // A hard delete erases everything but the tombstone, the activity record too
-            // (kept outside the transaction, like every `touch_last_active`).
-            for change in &changes {
-                if let UserChange::Erase { id, .. } = change {
-                    inner
-                        .last_active
-                        .remove(id.as_bytes())
-                        .map_err(sled_error)?;
-                }
-            }
-            Ok(())
+                })
         })
         .await?;
         self.durable().await
     }
 
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        // Not for an erased user: its last connection closing must not leave a record behind.
-        if !self
-            .inner
-            .users
-            .contains_key(id.as_bytes())
-            .map_err(sled_error)?
-        {
-            return Ok(());
-        }
-        self.inner
-            .last_active
-            .insert(id.as_bytes(), at.to_wire().as_bytes())
-            .map_err(sled_error)?;
-        Ok(())
+        // One transaction with the user and its index entries: a batch rewriting the user
+        // meanwhile sees either the old activity or the new one, never half of it.
+        let at = at.to_wire();
+        let trees = (
+            &self.inner.users,
+            &self.inner.last_active,
+            &self.inner.index,
+        );
+        trees
+            .transaction(|(users, last_active, index)| {
+                // Not for an erased user: its last connection closing must not leave a
+                // record behind.
+                let Some(bytes) = users.get(id.as_bytes())? else {
+                    return Ok(());
+                };
+                let before = last_active.insert(id.as_bytes(), at.as_bytes())?;
+                let old = decode_stored(&bytes, before.as_deref()).or_else(abort)?;
+                let new = decode_stored(&bytes, Some(at.as_bytes())).or_else(abort)?;
+                if old.user.last_active != new.user.last_active {
+                    indexes::update(index, Some(&old.user), Some(&new.user))?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => sled_error(e),
+            })
     }
 
     async fn query_users(&self, query: &UserQuery) -> Result<Vec<User>, StoreError> {
         let query = query.clone();
-        let this = self.clone();
-        self.blocking(move |inner| {
-            // Keep the sort keys and ids of the matches, not the users: users stored before
-            // the size bounds may be megabytes each.
-            let mut matched = Vec::new();
-            for item in inner.users.iter() {
-                let (_, bytes) = item.map_err(sled_error)?;
-                let user = this.decode_user(&bytes)?.user;
-                if let Some(keys) = query.admit(&user) {
-                    matched.push((keys, user.id, ()));
-                }
-            }
-            // Then read the page's users again, within the answer's size bound. One changed
-            // or deleted meanwhile keeps its place or is left out.
-            let mut page = Vec::new();
-            let mut bytes_read = 0usize;
-            for (id, ()) in query.page(matched) {
-                let Some(bytes) = inner.users.get(id.as_bytes()).map_err(backend)? else {
-                    continue;
-                };
-                bytes_read = bytes_read.saturating_add(bytes.len());
-                if bytes_read > query.max_answer_bytes {
-                    return Err(StoreError::AnswerTooLarge(query.max_answer_bytes));
-                }
-                let user = this.decode_user(&bytes)?.user;
-                if query.admits(&user) {
-                    page.push(user);
-                }
-            }
-            Ok(page)
-        })
-        .await
+        self.blocking(move |inner| query::run(inner, &query)).await
     }
 
     async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError> {

@@ -2,6 +2,7 @@
 //! and what the conformance suite cannot see (trees left behind).
 
 use super::*;
+use crate::model::query::UserQuery;
 use crate::store::sled_store::migrations::{stored_version, LEGACY_NAMES_TREE};
 
 fn create(user: User, check_names: Vec<NameScope>) -> UserChange {
@@ -233,4 +234,119 @@ async fn a_hard_delete_erases_the_activity_record() {
         .unwrap();
     assert!(!store.inner.last_active.contains_key("gone").unwrap());
     assert!(store.inner.last_active.is_empty());
+}
+
+fn query(payload: serde_json::Value) -> UserQuery {
+    UserQuery::parse(&payload).unwrap()
+}
+
+async fn query_ids(store: &SledStore, payload: serde_json::Value) -> Vec<String> {
+    let users = store.query_users(&query(payload)).await.unwrap();
+    users.into_iter().map(|u| u.id).collect()
+}
+
+#[tokio::test]
+async fn upgrading_from_schema_3_builds_the_query_indexes() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = SledStore::open(&path).unwrap();
+    store
+        .apply_user_batch(vec![
+            create(named("ann", "Ann Lee", &["red"]), vec![]),
+            create(named("ben", "Ben Lee", &["blue"]), vec![]),
+        ])
+        .await
+        .unwrap();
+    let at = Timestamp::parse("2030-01-01T00:00:00Z").unwrap();
+    store.touch_last_active("ben", at).await.unwrap();
+    // A schema-3 data dir has no query index.
+    let db = store.inner.db.clone();
+    drop(store);
+    db.drop_tree(indexes::TREE).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert("schema_version", &3u32.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+    drop((db, meta));
+
+    let store = SledStore::open(&path).unwrap();
+    assert_eq!(
+        stored_version(&store.inner.db).unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    assert!(!store.inner.index.is_empty());
+    let red = json!({"filter_conditions": {"teams": {"$contains": "red"}}});
+    assert_eq!(query_ids(&store, red).await, ["ann"]);
+    let lee = json!({"filter_conditions": {"name": {"$autocomplete": "le"}}});
+    assert_eq!(query_ids(&store, lee).await, ["ben", "ann"]);
+    let active = json!({"filter_conditions": {"last_active": {"$gte": "2030-01-01T00:00:00Z"}}});
+    assert_eq!(query_ids(&store, active).await, ["ben"]);
+    let plan = planner::plan(
+        &query(json!({"filter_conditions": {"last_active": {"$gte": "2030-01-01T00:00:00Z"}}})),
+        &store.inner.index,
+        PlannerLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(plan, planner::Plan::Candidates(["ben".to_owned()].into()));
+}
+
+#[tokio::test]
+async fn the_planner_uses_the_most_selective_index_and_falls_back_to_a_scan() {
+    use planner::Plan;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        let team = if i == 7 { "rare" } else { "common" };
+        batch.push(create(named(&format!("p{i:02}"), "Pat", &[team]), vec![]));
+    }
+    store.apply_user_batch(batch).await.unwrap();
+    let plan = |payload: serde_json::Value, limits: PlannerLimits| {
+        planner::plan(&query(payload), &store.inner.index, limits).unwrap()
+    };
+    let default = PlannerLimits::default();
+    let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(
+        plan(
+            json!({"filter_conditions": {"id": {"$in": ["p01", "zz"]}}}),
+            default
+        ),
+        Plan::Candidates(ids(&["p01", "zz"]))
+    );
+    let both = json!({"filter_conditions": {"teams": "common", "$or": [{"teams": "rare"}]}});
+    assert_eq!(plan(both, default), Plan::Candidates(ids(&["p07"])));
+    let walk_all = Plan::Walk {
+        descending: true,
+        ids_descending: true,
+        only: None,
+    };
+    assert_eq!(plan(json!({}), default), walk_all);
+    let unserved = json!({"filter_conditions": {"role": {"$ne": "admin"}}});
+    assert_eq!(plan(unserved.clone(), default), walk_all);
+    let custom_sort = json!({"filter_conditions": {"role": {"$ne": "admin"}},
+                             "sort": [{"field": "name", "direction": 1}]});
+    assert_eq!(plan(custom_sort, default), Plan::Scan);
+    // Too many candidates: the condition is left to the check; many: walked.
+    let tight = PlannerLimits {
+        max_candidates: 10,
+        walk_above: 3,
+    };
+    assert_eq!(
+        plan(json!({"filter_conditions": {"teams": "common"}}), tight),
+        walk_all
+    );
+    let Plan::Walk {
+        only: Some(only), ..
+    } = plan(
+        json!({"filter_conditions": {"name": {"$autocomplete": "pa"}}}),
+        PlannerLimits {
+            max_candidates: 100,
+            walk_above: 3,
+        },
+    )
+    else {
+        panic!("a walk over the candidates");
+    };
+    assert_eq!(only.len(), 20);
 }
