@@ -3,7 +3,7 @@
 # each against the gateway and against the minimal baselines in bench/; user queries on stores
 # of 10k and 100k users, against another gateway build when given.
 #
-#   scripts/bench.sh                         all scenarios, 3 runs each (~20 min on 2 cores)
+#   scripts/bench.sh                         all scenarios, 3 runs each (~35 min on 2 cores)
 #   scripts/bench.sh --scenarios memory,cpu  a subset (memory, connect, admin, events, cpu, query)
 #   scripts/bench.sh --scenarios query --runs 1 --before-bin <other chat-gateway> --before-label main
 #                                            queries, this tree (after) against another build

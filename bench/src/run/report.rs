@@ -126,7 +126,8 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
         .or(all.connect.as_ref().map(|r| &r.meta))
         .or(all.admin.as_ref().map(|r| &r.meta))
         .or(all.events.as_ref().map(|r| &r.meta))
-        .or(all.cpu.as_ref().map(|r| &r.meta));
+        .or(all.cpu.as_ref().map(|r| &r.meta))
+        .or(all.query.as_ref().map(|r| &r.meta));
     if let Some(m) = meta {
         let _ = writeln!(
             w,
@@ -146,9 +147,10 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
     );
     let _ = writeln!(
         w,
-        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores); `scripts/bench.sh --scenarios memory,cpu` \
+        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores plus about 5 min per run of the query scenario); `scripts/bench.sh --scenarios memory,cpu` \
          for some; `scripts/bench.sh --runs 5`; `scripts/bench.sh --tiny` (CI harness check, writes under \
-         `target/bench-tiny/`); `scripts/bench.sh --report-only` rebuilds this file from the JSON.\n"
+         `target/bench-tiny/`); `scripts/bench.sh --report-only` rebuilds this file from the JSON. \
+         The query scenario compares two builds: `--before-bin` names the other gateway binary.\n"
     );
 
     let _ = writeln!(w, "## 1. Idle memory per connection\n");
