@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks: idle memory per connection, connect rate, admin writes, event latency, idle CPU,
-# each against the gateway and against the minimal baselines in bench/.
+# each against the gateway and against the minimal baselines in bench/; user queries on stores
+# of 10k and 100k users, against another gateway build when given.
 #
-#   scripts/bench.sh                         all scenarios, 3 runs each (~20 min on 2 cores)
-#   scripts/bench.sh --scenarios memory,cpu  a subset (memory, connect, admin, events, cpu)
+#   scripts/bench.sh                         all scenarios, 3 runs each (~35 min on 2 cores)
+#   scripts/bench.sh --scenarios memory,cpu  a subset (memory, connect, admin, events, cpu, query)
+#   scripts/bench.sh --scenarios query --runs 1 --before-bin <other chat-gateway> --before-label main
+#                                            queries, this tree (after) against another build
 #   scripts/bench.sh --runs 5                more runs per configuration
 #   scripts/bench.sh --tiny                  CI harness check: tiny sizes, one run, output in
 #                                            target/bench-tiny/, exits non-zero on any failure

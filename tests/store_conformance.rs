@@ -765,6 +765,300 @@ async fn task_like<S: Store>(id: &str, store: &S) -> Task {
     t
 }
 
+/// A user created at a given instant (seconds past a fixed epoch), for ties and order.
+fn user_at(id: &str, secs: i64, name: Option<&str>, teams: &[&str]) -> User {
+    let mut u = user(id, name, teams);
+    let at = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    u.created_at = Timestamp(at.0 + time::Duration::seconds(secs));
+    u.updated_at = u.created_at;
+    u
+}
+
+fn query(payload: Value) -> UserQuery {
+    UserQuery::parse(&payload).unwrap()
+}
+
+/// Without `sort`, newest first and ties by id descending; pages follow on from each other;
+/// an explicit `created_at` sort breaks ties by id ascending.
+async fn default_order_and_paging<S: Store>(store: &S) {
+    let mut batch = Vec::new();
+    for (i, id) in ["d-a", "d-b", "d-c", "d-d", "d-e"].iter().enumerate() {
+        // d-b, d-c and d-d share an instant.
+        let secs = match i {
+            0 => 1,
+            1..=3 => 2,
+            _ => 3,
+        };
+        batch.push(create(user_at(id, secs, None, &[])));
+    }
+    store.apply_user_batch(batch).await.unwrap();
+    let newest = ["d-e", "d-d", "d-c", "d-b", "d-a"];
+    assert_eq!(ids(store, &query(json!({}))).await, newest);
+    let mut paged = Vec::new();
+    for offset in 0..5 {
+        let page = query(json!({"limit": 1, "offset": offset}));
+        paged.extend(ids(store, &page).await);
+    }
+    assert_eq!(paged, newest);
+    let two = query(json!({"limit": 2, "offset": 2}));
+    assert_eq!(ids(store, &two).await, ["d-c", "d-b"]);
+    let past = query(json!({"limit": 2, "offset": 5}));
+    assert!(ids(store, &past).await.is_empty());
+    let explicit = query(json!({"sort": [{"field": "created_at", "direction": -1}]}));
+    assert_eq!(
+        ids(store, &explicit).await,
+        ["d-e", "d-b", "d-c", "d-d", "d-a"]
+    );
+    let oldest = query(json!({"sort": [{"field": "created_at", "direction": 1},
+                                       {"field": "id", "direction": -1}]}));
+    assert_eq!(
+        ids(store, &oldest).await,
+        ["d-a", "d-d", "d-c", "d-b", "d-e"]
+    );
+}
+
+/// Lookups by id and `$in` of ids, some of them missing or deleted, name autocomplete and
+/// equality, team filters and `last_active` after an activity record.
+async fn indexed_filters<S: Store>(store: &S) {
+    let mut gone = user_at("f-gone", 5, Some("Alice Gone"), &["red"]);
+    gone.deleted_at = Some(Timestamp::now());
+    let mut off = user_at("f-off", 6, Some("Alice Off"), &["red"]);
+    off.deactivated_at = Some(Timestamp::now());
+    store
+        .apply_user_batch(vec![
+            create(user_at("f-alice", 1, Some("Alice Smith"), &["red", "blue"])),
+            create(user_at("f-bob", 2, Some("bob SMITHERS"), &["blue"])),
+            create(user_at("f-carl", 3, Some("Çarl"), &[])),
+            create(user_at("f-dora", 4, Some("  Dora-Explorer"), &["green"])),
+            create(gone),
+            create(off),
+        ])
+        .await
+        .unwrap();
+    let find = |f: Value| query(json!({ "filter_conditions": f }));
+    assert_eq!(ids(store, &find(json!({"id": "f-bob"}))).await, ["f-bob"]);
+    assert!(ids(store, &find(json!({"id": "f-nobody"})))
+        .await
+        .is_empty());
+    let some = find(json!({"id": {"$in": ["f-carl", "f-nobody", "f-gone", "f-off", "f-alice"]}}));
+    assert_eq!(ids(store, &some).await, ["f-carl", "f-alice"]);
+    let with_off = query(
+        json!({"filter_conditions": {"id": {"$in": ["f-off", "f-nobody"]}},
+                                "include_deactivated_users": true}),
+    );
+    assert_eq!(ids(store, &with_off).await, ["f-off"]);
+    let smi = find(json!({"name": {"$autocomplete": "smi"}}));
+    assert_eq!(ids(store, &smi).await, ["f-bob", "f-alice"]);
+    let ali = find(json!({"name": {"$autocomplete": "ALI"}}));
+    assert_eq!(ids(store, &ali).await, ["f-alice"]);
+    let cedilla = find(json!({"name": {"$autocomplete": "ç"}}));
+    assert_eq!(ids(store, &cedilla).await, ["f-carl"]);
+    let explorer = find(json!({"name": {"$autocomplete": "expl"}}));
+    assert_eq!(ids(store, &explorer).await, ["f-dora"]);
+    let leading = find(json!({"name": {"$autocomplete": "  do"}}));
+    assert_eq!(ids(store, &leading).await, ["f-dora"]);
+    let exact = find(json!({"name": "bob SMITHERS"}));
+    assert_eq!(ids(store, &exact).await, ["f-bob"]);
+    assert!(ids(store, &find(json!({"name": "Bob Smithers"})))
+        .await
+        .is_empty());
+    let blue = find(json!({"teams": {"$contains": "blue"}}));
+    assert_eq!(ids(store, &blue).await, ["f-bob", "f-alice"]);
+    let red = find(json!({"teams": "red"}));
+    assert_eq!(ids(store, &red).await, ["f-alice"]);
+    let either = find(json!({"teams": {"$in": ["green", "red"]}}));
+    assert_eq!(ids(store, &either).await, ["f-dora", "f-alice"]);
+    let both = find(json!({"$and": [{"teams": "red"}, {"teams": {"$contains": "blue"}}]}));
+    assert_eq!(ids(store, &both).await, ["f-alice"]);
+    let or = find(json!({"$or": [{"teams": "green"}, {"id": "f-carl"}]}));
+    assert_eq!(ids(store, &or).await, ["f-dora", "f-carl"]);
+    let not_blue = find(json!({"$nor": [{"teams": "blue"}]}));
+    assert_eq!(ids(store, &not_blue).await, ["f-dora", "f-carl"]);
+    let role = find(json!({"role": "user", "banned": false, "teams": "blue"}));
+    assert_eq!(ids(store, &role).await, ["f-bob", "f-alice"]);
+
+    let at = Timestamp::parse("2030-05-05T05:05:05.123456Z").unwrap();
+    store.touch_last_active("f-carl", at).await.unwrap();
+    let active = find(json!({"last_active": {"$gte": "2030-05-05T05:05:05.123456Z"}}));
+    assert_eq!(ids(store, &active).await, ["f-carl"]);
+    let later = Timestamp::parse("2030-06-01T00:00:00Z").unwrap();
+    store.touch_last_active("f-carl", later).await.unwrap();
+    let exactly = find(json!({"last_active": "2030-05-05T05:05:05.123456Z"}));
+    assert!(ids(store, &exactly).await.is_empty());
+    let since = find(json!({"last_active": {"$gt": "2030-05-30T00:00:00+02:00"}}));
+    assert_eq!(ids(store, &since).await, ["f-carl"]);
+    let by_activity = query(
+        json!({"filter_conditions": {"last_active": {"$exists": true}},
+                                   "sort": [{"field": "last_active", "direction": -1}]}),
+    );
+    assert_eq!(ids(store, &by_activity).await, ["f-carl"]);
+    let created = find(json!({"created_at": {"$gt": "2026-01-01T00:00:02Z",
+                                              "$lte": "2026-01-01T00:00:04.000000Z"}}));
+    assert_eq!(ids(store, &created).await, ["f-dora", "f-carl"]);
+}
+
+/// Random users, activity records, updates and deletes, then random queries: every answer
+/// is the one sorting and paging all the stored users in memory gives (a full scan).
+async fn queries_agree_with_a_full_scan<S: Store>(store: &S) {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(12);
+    const NAMES: [&str; 8] = [
+        "Guest",
+        "guest",
+        "Alice Smith",
+        "Bob",
+        "bob smithers",
+        "Zoë Ängström",
+        "",
+        "Al",
+    ];
+    const TEAMS: [&str; 4] = ["red", "blue", "green", "a\0b"];
+    const ROLES: [&str; 3] = ["user", "admin", "guest"];
+    let pick = |rng: &mut StdRng, list: &[&'static str]| list[rng.random_range(0..list.len())];
+    let mut all_ids = Vec::new();
+    for batch in 0..6 {
+        let mut changes = Vec::new();
+        for i in 0..50 {
+            let id = format!("r{batch:02}-{i:02}");
+            let secs = rng.random_range(0..40);
+            let name = (rng.random_bool(0.8)).then(|| pick(&mut rng, &NAMES));
+            let mut u = user_at(&id, secs, name, &[]);
+            u.teams = TEAMS
+                .iter()
+                .filter(|_| rng.random_bool(0.3))
+                .map(|t| (*t).to_owned())
+                .collect();
+            u.role = pick(&mut rng, &ROLES).to_owned();
+            u.banned = rng.random_bool(0.1);
+            u.updated_at =
+                Timestamp(u.created_at.0 + time::Duration::seconds(rng.random_range(0..9)));
+            if rng.random_bool(0.3) {
+                u.last_active = Some(Timestamp(u.created_at.0 + time::Duration::seconds(5)));
+            }
+            if rng.random_bool(0.1) {
+                u.deactivated_at = Some(u.updated_at);
+            }
+            if rng.random_bool(0.05) {
+                u.deleted_at = Some(u.updated_at);
+            }
+            if rng.random_bool(0.5) {
+                u.custom
+                    .insert("level".into(), json!(rng.random_range(0..5)));
+            }
+            all_ids.push(id);
+            changes.push(create(u));
+        }
+        store.apply_user_batch(changes).await.unwrap();
+    }
+    // Activity records, renames and moves between teams, erasures.
+    for id in all_ids.iter().step_by(3) {
+        let at = Timestamp::parse("2026-01-01T00:00:30Z").unwrap();
+        let at = Timestamp(at.0 + time::Duration::seconds(rng.random_range(0..20)));
+        store.touch_last_active(id, at).await.unwrap();
+    }
+    for id in all_ids.iter().step_by(7) {
+        let mut s = stored(store, id).await;
+        if rng.random_bool(0.2) {
+            let erase = UserChange::Erase {
+                id: id.clone(),
+                expect: Expect::Version(s.version),
+                deleted_at: Timestamp::now(),
+            };
+            store.apply_user_batch(vec![erase]).await.unwrap();
+            continue;
+        }
+        s.user.name = Some(pick(&mut rng, &NAMES).to_owned());
+        s.user.teams = vec![pick(&mut rng, &TEAMS).to_owned()];
+        s.user.deactivated_at = None;
+        let change = put(s.user, Expect::Version(s.version), vec![]);
+        store.apply_user_batch(vec![change]).await.unwrap();
+    }
+    let mut users = Vec::new();
+    for id in &all_ids {
+        if let Some(s) = store.get_user(id).await.unwrap() {
+            users.push(s.user);
+        }
+    }
+
+    let time = |rng: &mut StdRng| {
+        let at = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        Timestamp(at.0 + time::Duration::seconds(rng.random_range(0..50))).to_wire()
+    };
+    let condition = |rng: &mut StdRng| -> Value {
+        match rng.random_range(0..16) {
+            0 => json!({"id": all_ids[rng.random_range(0..all_ids.len())]}),
+            1 => {
+                let some: Vec<_> = (0..rng.random_range(0..12))
+                    .map(|i| {
+                        if i % 4 == 3 {
+                            "r-missing".to_owned()
+                        } else {
+                            all_ids[rng.random_range(0..all_ids.len())].clone()
+                        }
+                    })
+                    .collect();
+                json!({"id": {"$in": some}})
+            }
+            2 => json!({"teams": {"$contains": pick(rng, &TEAMS)}}),
+            3 => json!({"teams": {"$in": [pick(rng, &TEAMS), pick(rng, &TEAMS)]}}),
+            4 => json!({"role": pick(rng, &ROLES)}),
+            5 => json!({"banned": rng.random_bool(0.5)}),
+            6 => json!({"name": pick(rng, &NAMES)}),
+            7 => {
+                let prefixes = ["g", "GU", "smi", "al", "ä", "zo", "bob s", ""];
+                json!({"name": {"$autocomplete": pick(rng, &prefixes)}})
+            }
+            8 => {
+                let field = pick(
+                    rng,
+                    &["created_at", "updated_at", "last_active", "deactivated_at"],
+                );
+                let op = pick(rng, &["$gt", "$gte", "$lt", "$lte", "$eq"]);
+                json!({ field: { op: time(rng) } })
+            }
+            9 => json!({"deactivated_at": {"$exists": rng.random_bool(0.5)}}),
+            10 => json!({"level": {"$gte": rng.random_range(0..5)}}),
+            11 => json!({"role": {"$ne": "user"}}),
+            12 => json!({"teams": {"$nin": [pick(rng, &TEAMS)]}}),
+            13 => json!({"last_active": {"$exists": true}}),
+            14 => json!({"deleted_at": {"$exists": true}}),
+            _ => json!({"created_at": {"$gte": time(rng)}, "role": pick(rng, &ROLES)}),
+        }
+    };
+    for _ in 0..300 {
+        let filter = match rng.random_range(0..5) {
+            0 => json!({}),
+            1 | 2 => condition(&mut rng),
+            3 => json!({"$and": [condition(&mut rng), condition(&mut rng)]}),
+            _ => json!({"$or": [condition(&mut rng), condition(&mut rng)]}),
+        };
+        let sorts = [
+            json!(null),
+            json!([{"field": "created_at", "direction": -1}]),
+            json!([{"field": "created_at", "direction": 1}]),
+            json!([{"field": "created_at", "direction": 1}, {"field": "id", "direction": -1}]),
+            json!([{"field": "last_active", "direction": -1}]),
+            json!([{"field": "name", "direction": 1}, {"field": "level", "direction": -1}]),
+            json!([{"field": "id", "direction": 1}]),
+        ];
+        let offset = [0, 0, 3, 17, 60][rng.random_range(0..5)];
+        let payload = json!({
+            "filter_conditions": filter,
+            "sort": sorts[rng.random_range(0..sorts.len())],
+            "limit": rng.random_range(1..40),
+            "offset": offset,
+            "include_deactivated_users": rng.random_bool(0.5),
+        });
+        let q = query(payload.clone());
+        let expected: Vec<String> = q
+            .sort_and_page(users.clone())
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(ids(store, &q).await, expected, "{payload}");
+    }
+}
+
 // ---- backends ---------------------------------------------------------------------------
 
 /// Runs every suite function against one backend: `$open` is an async expression, evaluated
@@ -796,6 +1090,9 @@ macro_rules! backend {
             case!(racing_name_claims_have_one_winner);
             case!(queries_see_the_right_users);
             case!(last_active_is_recorded);
+            case!(default_order_and_paging);
+            case!(indexed_filters);
+            case!(queries_agree_with_a_full_scan);
             case!(settings_tasks_exports_roundtrip);
 
             #[tokio::test]
@@ -818,6 +1115,18 @@ async fn open_sled(dir: std::path::PathBuf) -> SledStore {
 }
 
 backend!(sled, |dir| open_sled(dir.clone()));
+
+async fn open_sled_small_plans(dir: std::path::PathBuf) -> SledStore {
+    // Thresholds a few users exceed, so every query takes the planner's other paths:
+    // conditions too broad to serve, and walks over many candidates.
+    let limits = chat_gateway::store::sled_store::PlannerLimits {
+        max_candidates: 12,
+        walk_above: 3,
+    };
+    SledStore::open_with_limits(&dir.join("db"), limits).expect("sled opens")
+}
+
+backend!(sled_small_plans, |dir| open_sled_small_plans(dir.clone()));
 
 async fn open_guarded(dir: std::path::PathBuf) -> GuardedStore {
     let db = dir.join("db");

@@ -7,6 +7,7 @@
 //! - `client`   — one client connection: the `/connect` handshake from a chosen source address.
 //! - `loadgen`  — many idle connections, child-process fan-out and the aggregated report.
 //! - `admin`    — admin REST writes (upserts, partial updates) and their throughput.
+//! - `query`    — a population of users, then the latency of each kind of user query.
 //! - `events`   — time from an admin write to the event (or close) on the user's socket.
 //! - `baseline` — the minimal WebSocket server doing the same `/connect` job.
 //! - `sledbase` — the raw sled write path the gateway's admin writes are compared with.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod events;
 pub mod loadgen;
 pub mod procfs;
+pub mod query;
 pub mod run;
 pub mod sledbase;
 pub mod stats;

@@ -227,7 +227,7 @@ pub struct SortKeys(Vec<Option<Value>>);
 
 fn parse_sort(v: Option<&Value>) -> Result<Vec<(String, i8)>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(vec![("created_at".into(), -1)]);
+        return Ok(default_sort());
     };
     let arr = v
         .as_array()
@@ -252,9 +252,14 @@ fn parse_sort(v: Option<&Value>) -> Result<Vec<(String, i8)>, ApiError> {
         out.push((field.to_owned(), dir));
     }
     if out.is_empty() {
-        out.push(("created_at".into(), -1));
+        out = default_sort();
     }
     Ok(out)
+}
+
+/// The order without `sort`: `created_at` descending, then `id` descending.
+fn default_sort() -> Vec<(String, i8)> {
+    vec![("created_at".into(), -1), ("id".into(), -1)]
 }
 
 /// Counts one more condition against [`MAX_CONDITIONS`].
@@ -470,7 +475,7 @@ fn field_matches(field: Option<&Value>, op: Op, operand: &Value) -> bool {
 /// look at: its first [`MAX_SCANNED_BYTES`], cut at a character boundary. Every string a user
 /// can store now is shorter; the cut bounds the cost of each condition on users stored before
 /// the size bounds, whose fields may be megabytes long.
-fn scan_window(text: &str) -> &str {
+pub fn scan_window(text: &str) -> &str {
     if text.len() <= MAX_SCANNED_BYTES {
         return text;
     }

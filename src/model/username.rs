@@ -12,7 +12,7 @@ use unicode_normalization::UnicodeNormalization;
 /// that lowercasing introduces (`"İ"` → `"i̇"`) are dropped too.
 ///
 /// The sled store keys its username index by this form: changing it needs a numbered
-/// migration that rebuilds the index (see `store::sled_store`).
+/// migration that rebuilds the index (see `store::sled_store::migrations`).
 pub fn normalise(name: &str) -> String {
     name.nfkc()
         .flat_map(char::to_lowercase)

@@ -1,9 +1,10 @@
 //! `loadgen`: client-side load for the gateway (or the baseline) — idle connections, admin
-//! writes and event latency — each printing one JSON report on stdout.
+//! writes, user queries and event latency — each printing one JSON report on stdout.
 
 use chat_gateway_bench::admin::{run_admin, AdminArgs};
 use chat_gateway_bench::events::{run_events, EventArgs};
 use chat_gateway_bench::loadgen::{run_connect, ConnectArgs};
+use chat_gateway_bench::query::{run_query, QueryArgs};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 
@@ -20,6 +21,8 @@ enum Command {
     Connect(ConnectArgs),
     /// Upsert users in batches and partially update them over the admin REST API.
     Admin(AdminArgs),
+    /// Create users through the admin API, then time each kind of user query.
+    Query(QueryArgs),
     /// Time admin writes until the user's socket sees the event (or is closed).
     Events(EventArgs),
 }
@@ -47,6 +50,7 @@ async fn main() {
             print_json(&report);
         }
         Command::Admin(args) => print_json(&run_admin(&args).await),
+        Command::Query(args) => print_json(&run_query(&args).await),
         Command::Events(args) => print_json(&run_events(&args).await),
     }
     // Held sockets are dropped with the runtime; no need to wait for their tasks.

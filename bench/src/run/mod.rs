@@ -3,11 +3,13 @@
 //!
 //! - `server`    — starting, probing and stopping the gateway and the baseline.
 //! - `procs`     — `loadgen` / `sledbase` child processes and their reports.
-//! - `scenarios` — the five scenarios and their sizes.
+//! - `scenarios` — scenarios 1–5 and the sizes of every scenario.
+//! - `query`     — scenario 6, user queries, before and after a change.
 //! - `results`   — the result records (the JSON schema).
 //! - `report`    — markdown and SVG from the result files.
 
 pub mod procs;
+pub mod query;
 pub mod report;
 pub mod results;
 pub mod scenarios;
@@ -20,7 +22,7 @@ use server::{Kind, ServerEnv};
 use std::path::PathBuf;
 
 /// Scenarios in the order they run.
-pub const SCENARIOS: [&str; 5] = ["memory", "connect", "admin", "events", "cpu"];
+pub const SCENARIOS: [&str; 6] = ["memory", "connect", "admin", "events", "cpu", "query"];
 
 /// Options of `benchrun` (what `scripts/bench.sh` passes through).
 #[derive(Parser, Debug, Clone)]
@@ -32,11 +34,11 @@ pub struct RunArgs {
     /// Runs per configuration (default 3; 1 with --tiny).
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Comma-separated subset of: memory, connect, admin, events, cpu.
+    /// Comma-separated subset of: memory, connect, admin, events, cpu, query.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "memory,connect,admin,events,cpu"
+        default_value = "memory,connect,admin,events,cpu,query"
     )]
     pub scenarios: Vec<String>,
     /// Comma-separated servers to measure: gateway, baseline.
@@ -48,6 +50,16 @@ pub struct RunArgs {
     /// The gateway binary (default: chat-gateway in --bin-dir).
     #[arg(long)]
     pub gateway_bin: Option<PathBuf>,
+    /// A second gateway binary the query scenario measures as *before* (e.g. one built from
+    /// the main branch), alternating with the gateway under test (*after*).
+    #[arg(long)]
+    pub before_bin: Option<PathBuf>,
+    /// What *before* is, for the report (e.g. `main 92676fa`).
+    #[arg(long, default_value = "before")]
+    pub before_label: String,
+    /// Comma-separated store sizes of the query scenario (default 10000,100000; 300 with --tiny).
+    #[arg(long, value_delimiter = ',')]
+    pub query_users: Vec<usize>,
     /// Where the JSON results (and the SVG) go (default bench/results, or target/bench-tiny).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -143,6 +155,9 @@ fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
     if !ran.contains(&"cpu") {
         all.cpu = None;
     }
+    if !ran.contains(&"query") {
+        all.query = None;
+    }
     let mut found = Vec::new();
     if let Some(r) = &all.memory {
         for run in r
@@ -193,6 +208,14 @@ fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
             found.push(format!(
                 "cpu {}: {} connected, {} dropped",
                 run.server, run.connected, run.dropped
+            ));
+        }
+    }
+    if let Some(r) = &all.query {
+        for run in r.runs.iter().filter(|x| x.failed > 0) {
+            found.push(format!(
+                "query {} {} users: {} failed ({:?})",
+                run.target, run.users, run.failed, run.first_error
             ));
         }
     }
@@ -264,6 +287,23 @@ pub async fn run(args: RunArgs) -> i32 {
         };
         let mut sizes = if tiny { Sizes::tiny() } else { Sizes::full() };
         sizes.sled_flush = args.sled_flush.clone();
+        if !args.query_users.is_empty() {
+            sizes.query_users = args.query_users.clone();
+        }
+        // Copied too, like the gateway under test.
+        let before = match &args.before_bin {
+            None => None,
+            Some(src) => {
+                let bin = args.work_dir.join("chat-gateway-before");
+                let copied =
+                    std::fs::create_dir_all(&args.work_dir).and_then(|_| std::fs::copy(src, &bin));
+                if let Err(e) = copied {
+                    eprintln!("[benchrun] cannot copy {}: {e}", src.display());
+                    return 1;
+                }
+                Some((bin, args.before_label.clone()))
+            }
+        };
         let mut ctx = Ctx::new(
             env,
             bin_dir.join("loadgen"),
@@ -308,6 +348,15 @@ pub async fn run(args: RunArgs) -> i32 {
                     .map(|r| report::save(&out_dir, report::FILES[3], &r)),
                 "events" => {
                     eprintln!("[benchrun] events needs the gateway; skipped");
+                    continue;
+                }
+                "query" if ctx.servers.contains(&Kind::Gateway) => {
+                    query::user_queries(&ctx, before.clone())
+                        .await
+                        .map(|r| report::save(&out_dir, report::FILES[5], &r))
+                }
+                "query" => {
+                    eprintln!("[benchrun] query needs the gateway; skipped");
                     continue;
                 }
                 _ => scenarios::idle_cpu(&ctx)

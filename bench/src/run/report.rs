@@ -19,15 +19,18 @@ pub struct AllResults {
     pub events: Option<EventsResults>,
     /// Scenario 5.
     pub cpu: Option<CpuResults>,
+    /// Scenario 6.
+    pub query: Option<QueryResults>,
 }
 
 /// File name of each scenario's results under the output directory.
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 6] = [
     "memory.json",
     "connect.json",
     "admin.json",
     "events.json",
     "cpu.json",
+    "query.json",
 ];
 
 /// A supplementary baseline run (`--baseline-read-buffer 128 --out-dir <out>/<this>`), drawn too.
@@ -52,6 +55,7 @@ impl AllResults {
             admin: load(dir, FILES[2]),
             events: load(dir, FILES[3]),
             cpu: load(dir, FILES[4]),
+            query: load(dir, FILES[5]),
         }
     }
 }
@@ -122,7 +126,8 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
         .or(all.connect.as_ref().map(|r| &r.meta))
         .or(all.admin.as_ref().map(|r| &r.meta))
         .or(all.events.as_ref().map(|r| &r.meta))
-        .or(all.cpu.as_ref().map(|r| &r.meta));
+        .or(all.cpu.as_ref().map(|r| &r.meta))
+        .or(all.query.as_ref().map(|r| &r.meta));
     if let Some(m) = meta {
         let _ = writeln!(
             w,
@@ -142,9 +147,10 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
     );
     let _ = writeln!(
         w,
-        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores); `scripts/bench.sh --scenarios memory,cpu` \
+        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores plus about 5 min per run of the query scenario); `scripts/bench.sh --scenarios memory,cpu` \
          for some; `scripts/bench.sh --runs 5`; `scripts/bench.sh --tiny` (CI harness check, writes under \
-         `target/bench-tiny/`); `scripts/bench.sh --report-only` rebuilds this file from the JSON.\n"
+         `target/bench-tiny/`); `scripts/bench.sh --report-only` rebuilds this file from the JSON. \
+         The query scenario compares two builds: `--before-bin` names the other gateway binary.\n"
     );
 
     let _ = writeln!(w, "## 1. Idle memory per connection\n");
@@ -439,11 +445,95 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
         }
     }
 
+    query_section(w, all.query.as_ref());
+
     if let Some(notes) = notes {
         let _ = writeln!(w, "## Observations\n");
         let _ = writeln!(w, "{}", notes.trim());
     }
     md
+}
+
+/// Section 6: user queries, before and after, per store size.
+fn query_section(w: &mut String, results: Option<&QueryResults>) {
+    let _ = writeln!(w, "## 6. User queries\n");
+    let Some(r) = results else {
+        let _ = writeln!(w, "Not measured yet.\n");
+        return;
+    };
+    let before = (!r.before_label.is_empty()).then_some(r.before_label.as_str());
+    let _ = writeln!(
+        w,
+        "A store of N users built on a fresh data directory through `POST /users` in batches of {} \
+         (4 in flight; names from 20 first × 10 last names, teams of {} users), then each kind of \
+         `GET /users` query timed one at a time over the admin listener with a server token{}. \
+         *before* is {} and *after* the commit below; the two alternate per store size. {}\n\n\
+         Command: `scripts/bench.sh --scenarios query --runs 1 --before-bin <gateway built from the \
+         other commit> --before-label <its name>` · data: `bench/results/query.json`\n",
+        r.batch,
+        r.team_size,
+        if r.sizes.iter().any(|&n| n >= 100_000) {
+            " (half the samples from 100,000 users, where a scan takes a second)"
+        } else {
+            ""
+        },
+        before.map_or("not measured".to_owned(), |b| format!("`{b}`")),
+        meta_line(&r.meta)
+    );
+    for (kind, what) in crate::query::KINDS {
+        let _ = write!(w, "{}", if kind == "id" { "Queries: " } else { "; " });
+        let _ = write!(w, "*{kind}* {what}");
+    }
+    let _ = writeln!(w, ".\n");
+    let _ = writeln!(
+        w,
+        "| users | query | before p50 / p99 (ms) | after p50 / p99 (ms) | before/after (p50) |"
+    );
+    let _ = writeln!(w, "|---:|---|---:|---:|---:|");
+    let find = |target: &str, users: usize, kind: &str| {
+        r.summary
+            .iter()
+            .find(|x| x.target == target && x.users == users && x.kind == kind)
+    };
+    for &users in &r.sizes {
+        for (kind, _) in crate::query::KINDS {
+            let cell = |x: Option<&QuerySummary>| {
+                x.map_or("–".to_owned(), |x| {
+                    format!("{} / {}", num(x.p50_ms, 2), num(x.p99_ms, 2))
+                })
+            };
+            let (b, a) = (find("before", users, kind), find("after", users, kind));
+            let _ = writeln!(
+                w,
+                "| {users} | {kind} | {} | {} | {} |",
+                cell(b),
+                cell(a),
+                ratio(
+                    b.map_or(f64::NAN, |x| x.p50_ms),
+                    a.map_or(f64::NAN, |x| x.p50_ms)
+                )
+            );
+        }
+        let (b, a) = (
+            find("before", users, "populate"),
+            find("after", users, "populate"),
+        );
+        let secs = |x: Option<&QuerySummary>| {
+            x.map_or("–".to_owned(), |x| format!("{} s", num(x.p50_ms, 1)))
+        };
+        let _ = writeln!(
+            w,
+            "| {users} | building the store | {} | {} | {} |",
+            secs(b),
+            secs(a),
+            ratio(
+                b.map_or(f64::NAN, |x| x.p50_ms),
+                a.map_or(f64::NAN, |x| x.p50_ms)
+            )
+        );
+    }
+    let failed: usize = r.runs.iter().map(|x| x.failed).sum();
+    let _ = writeln!(w, "\nFailed requests over all runs: {failed}.\n");
 }
 
 /// One line of the picture: server name, colour, (connections, MiB) points.

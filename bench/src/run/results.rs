@@ -336,3 +336,73 @@ pub struct CpuSummary {
     /// Median RSS, KiB.
     pub rss_kib: f64,
 }
+
+/// Scenario 6: user queries on stores of several sizes, the gateway before and after a change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueryResults {
+    /// Context (the commit is the one measured as *after*).
+    pub meta: Meta,
+    /// What *before* is (`--before-label`), empty when only one binary was measured.
+    pub before_label: String,
+    /// Users per store.
+    pub sizes: Vec<usize>,
+    /// Users per upsert batch while building a store.
+    pub batch: usize,
+    /// Users per team.
+    pub team_size: usize,
+    /// Every run.
+    pub runs: Vec<QueryRun>,
+    /// Medians per target, size and kind of query.
+    pub summary: Vec<QuerySummary>,
+}
+
+/// One store built and queried by one binary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueryRun {
+    /// `before` or `after`.
+    pub target: String,
+    /// Users in the store.
+    pub users: usize,
+    /// Run number (1-based).
+    pub run: usize,
+    /// Seconds to build the store through the admin API.
+    pub populate_secs: f64,
+    /// Failed upserts and queries.
+    pub failed: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+    /// Per kind of query.
+    pub kinds: Vec<QueryKindRun>,
+}
+
+/// Timings of one kind of query in one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueryKindRun {
+    /// The kind (`bench::query::KINDS`).
+    pub kind: String,
+    /// Queries timed.
+    pub samples: usize,
+    /// Users in all the answers.
+    pub users_returned: usize,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+/// Medians over runs for one target, size and kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QuerySummary {
+    /// `before` or `after`.
+    pub target: String,
+    /// Users in the store.
+    pub users: usize,
+    /// The kind of query, or `populate` for building the store (figures in seconds).
+    pub kind: String,
+    /// Runs the medians are over.
+    pub runs: usize,
+    /// Median of the runs' p50, ms (s for `populate`).
+    pub p50_ms: f64,
+    /// Median of the runs' p99, ms (0 for `populate`).
+    pub p99_ms: f64,
+}

@@ -1,4 +1,4 @@
-//! The five scenarios. Each starts every server fresh per run, interleaves the servers run by
+//! The connection and write scenarios (1–5; user queries, 6, are in `query`). Each starts every server fresh per run, interleaves the servers run by
 //! run (so slow drift of the machine hits both alike), and returns its results with medians.
 
 use super::procs::{connect_and_hold, run_json};
@@ -48,6 +48,12 @@ pub struct Sizes {
     pub cpu_window_secs: f64,
     /// Scenario 5: the short health-check interval, s.
     pub cpu_health_check_secs: u64,
+    /// Scenario 6: users per store.
+    pub query_users: Vec<usize>,
+    /// Scenario 6: timed queries of each kind (halved from 100,000 users).
+    pub query_samples: usize,
+    /// Scenario 6: users per team.
+    pub query_team_size: usize,
 }
 
 impl Sizes {
@@ -69,6 +75,9 @@ impl Sizes {
             cpu_conns: 19_000,
             cpu_window_secs: 30.0,
             cpu_health_check_secs: 5,
+            query_users: vec![10_000, 100_000],
+            query_samples: 30,
+            query_team_size: 100,
         }
     }
 
@@ -90,6 +99,9 @@ impl Sizes {
             cpu_conns: 50,
             cpu_window_secs: 2.0,
             cpu_health_check_secs: 1,
+            query_users: vec![300],
+            query_samples: 3,
+            query_team_size: 10,
         }
     }
 }
