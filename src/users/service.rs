@@ -48,7 +48,7 @@ pub struct UsersService {
     bus: Arc<dyn EventBus>,
     pub(crate) presence: Arc<dyn Presence>,
     /// The app settings as last read or saved, with their stored version.
-    settings: RwLock<(u64, AppSettings)>,
+    settings: RwLock<(u64, Arc<AppSettings>)>,
     pub(crate) secret: Secret,
     api_key: String,
     max_answer_bytes: usize,
@@ -203,7 +203,10 @@ impl UsersService {
             store,
             bus,
             presence,
-            settings: RwLock::new((stored.version, AppSettings::from_stored(stored.settings))),
+            settings: RwLock::new((
+                stored.version,
+                Arc::new(AppSettings::from_stored(stored.settings)),
+            )),
             secret,
             api_key,
             max_answer_bytes: crate::config::Config::defaults()
@@ -218,8 +221,8 @@ impl UsersService {
         self
     }
 
-    /// The current app settings.
-    pub fn settings(&self) -> AppSettings {
+    /// The current app settings (shared: reading them copies nothing, as every connect does).
+    pub fn settings(&self) -> Arc<AppSettings> {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -404,7 +407,7 @@ impl UsersService {
             let mut cached = self.settings.write().unwrap_or_else(|p| p.into_inner());
             // Concurrent saves finish in any order; the cache keeps the newest.
             if cached.0 < version {
-                *cached = (version, next);
+                *cached = (version, Arc::new(next));
             }
         }
         self.publish(UserEvent::AppSettingsChanged);
