@@ -114,6 +114,34 @@ impl Op {
     }
 }
 
+/// Paging by id beside `filter_conditions` (`id_gt`, `id_gte`, `id_lt`, `id_lte`): each one
+/// given is one more condition on `id`, ANDed with the filter.
+fn with_id_paging(filter: Filter, payload: &Map<String, Value>) -> Result<Filter, ApiError> {
+    let mut conditions = Vec::new();
+    for (key, op) in [
+        ("id_gt", Op::Gt),
+        ("id_gte", Op::Gte),
+        ("id_lt", Op::Lt),
+        ("id_lte", Op::Lte),
+    ] {
+        match payload.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) if !id.is_empty() => conditions.push(Filter::Field {
+                field: "id".into(),
+                op,
+                value: Value::String(id.clone()),
+            }),
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(ApiError::input(format!("{key} must be a user id"))),
+        }
+    }
+    if conditions.is_empty() {
+        return Ok(filter);
+    }
+    conditions.insert(0, filter);
+    Ok(Filter::And(conditions))
+}
+
 impl UserQuery {
     /// Parses the query payload the SDKs send.
     pub fn parse(payload: &Value) -> Result<Self, ApiError> {
@@ -125,6 +153,7 @@ impl UserQuery {
             Some(Value::Object(m)) => parse_filter(m, 0, &mut 0)?,
             Some(_) => return Err(ApiError::input("filter_conditions must be an object")),
         };
+        let filter = with_id_paging(filter, obj)?;
         let sort = parse_sort(obj.get("sort"))?;
         let limit = match obj.get("limit") {
             None | Some(Value::Null) => DEFAULT_LIMIT,

@@ -248,3 +248,33 @@ async fn the_sdk_payload_shape_is_accepted() {
     assert_eq!(alice["profile"], json!({"city": "Paris"}));
     srv.stop().await;
 }
+
+/// `id_gt` / `id_gte` / `id_lt` / `id_lte` beside the filter page by id.
+#[tokio::test]
+async fn paging_by_id_beside_the_filter() {
+    let srv = TestServer::start().await;
+    let users: Vec<Value> = (1..=6)
+        .map(|i| json!({"id": format!("pg{i}"), "kind": "paged"}))
+        .collect();
+    upsert_ok(&srv, &users).await;
+    let page = |extra: Value| {
+        let mut payload = json!({"filter_conditions": {"kind": "paged"},
+                                 "sort": [{"field": "id", "direction": 1}]});
+        for (k, v) in extra.as_object().unwrap() {
+            payload[k] = v.clone();
+        }
+        query_ids(&srv, payload)
+    };
+    assert_eq!(
+        page(json!({"id_gt": "pg2"})).await,
+        ["pg3", "pg4", "pg5", "pg6"]
+    );
+    assert_eq!(
+        page(json!({"id_gte": "pg2", "id_lt": "pg5"})).await,
+        ["pg2", "pg3", "pg4"]
+    );
+    assert_eq!(page(json!({"id_lte": "pg2"})).await, ["pg1", "pg2"]);
+    let (status, _, body) = query(&srv, json!({"id_gt": 5})).await;
+    assert_eq!(status, 400, "{body}");
+    srv.stop().await;
+}
