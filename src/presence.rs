@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::hub::Hub;
+use crate::model::query::OnlineCheck;
 
 /// Who is online.
 #[async_trait]
@@ -21,6 +22,8 @@ pub trait Presence: Send + Sync {
     async fn closed(&self, user_id: &str, last_here: bool) -> bool;
     /// Whether each of `ids` is online, in order.
     async fn online(&self, ids: &[&str]) -> Vec<bool>;
+    /// A check a query can ask about any user while it runs (filters and sorts on `online`).
+    async fn online_check(&self) -> OnlineCheck;
 }
 
 /// Presence of a single node: a user is online while this node holds a connection of theirs.
@@ -47,5 +50,10 @@ impl Presence for LocalPresence {
 
     async fn online(&self, ids: &[&str]) -> Vec<bool> {
         ids.iter().map(|id| self.hub.is_online(id)).collect()
+    }
+
+    async fn online_check(&self) -> OnlineCheck {
+        let hub = self.hub.clone();
+        OnlineCheck::new(move |id| hub.is_online(id))
     }
 }

@@ -46,6 +46,37 @@ pub struct UserQuery {
     /// Largest page, in bytes of the stored users (`limits.max_query_response_bytes`, set
     /// by the service; unbounded as parsed).
     pub max_answer_bytes: usize,
+    /// Who is online, for filters and sorts on `online` (set by the service from presence;
+    /// as parsed, nobody is).
+    pub online: OnlineCheck,
+    /// Invisible users count as offline (for every caller but the server).
+    pub invisible_offline: bool,
+}
+
+/// Tells whether a user is online, as presence knows it when the query runs.
+#[derive(Clone, Default)]
+pub struct OnlineCheck(Option<std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>>);
+
+impl OnlineCheck {
+    /// A check asking `f`.
+    pub fn new(f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Whether `user_id` is online.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.0.as_ref().is_some_and(|f| f(user_id))
+    }
+}
+
+impl std::fmt::Debug for OnlineCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnlineCheck(presence)"
+        } else {
+            "OnlineCheck(none)"
+        })
+    }
 }
 
 /// A filter expression.
@@ -189,6 +220,8 @@ impl UserQuery {
             offset,
             include_deactivated,
             max_answer_bytes: usize::MAX,
+            online: OnlineCheck::default(),
+            invisible_offline: false,
         })
     }
 
@@ -207,7 +240,8 @@ impl UserQuery {
         if user.deactivated_at.is_some() && !self.include_deactivated {
             return None;
         }
-        let wire = user.to_wire(false);
+        let online = self.online.is_online(&user.id) && !(self.invisible_offline && user.invisible);
+        let wire = user.to_wire(online);
         if !self.filter.matches(&wire) {
             return None;
         }

@@ -316,6 +316,8 @@ impl UsersService {
         let restricted = self.tenant_restricted(payload, caller).await?;
         let mut query = UserQuery::parse(restricted.as_ref().unwrap_or(payload))?;
         query.max_answer_bytes = self.max_answer_bytes;
+        query.online = self.presence.online_check().await;
+        query.invisible_offline = *caller != Caller::Server;
         let users = self.store.query_users(&query).await.map_err(store_error)?;
         let me = match caller {
             Caller::User(id) => Some(id.as_str()),

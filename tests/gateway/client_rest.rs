@@ -331,3 +331,59 @@ async fn multi_tenancy_limits_client_queries_to_shared_teams() {
     assert_error(&reply, 403, 17, None);
     s.stop().await;
 }
+
+/// The `online` filter and sort read live presence; an invisible user is offline to clients
+/// (not to the back end).
+#[tokio::test]
+async fn online_filters_and_sorts_read_presence() {
+    let s = TestServer::start().await;
+    let tag = uid("on");
+    let (on, off, shy) = (
+        format!("{tag}-on"),
+        format!("{tag}-off"),
+        format!("{tag}-shy"),
+    );
+    s.admin_ok(
+        Method::POST,
+        "/users",
+        Some(json!({"users": {
+            &on: {"id": &on, "kind": &tag},
+            &off: {"id": &off, "kind": &tag},
+            &shy: {"id": &shy, "kind": &tag, "invisible": true},
+        }})),
+    )
+    .await;
+    let (_a, _) = crate::ws::connect_user(&s, &on, json!({"id": &on})).await;
+    let (_b, _) = crate::ws::connect_user(&s, &shy, json!({"id": &shy})).await;
+    let ids = |body: serde_json::Value| -> Vec<String> {
+        body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let online = json!({"filter_conditions": {"kind": &tag, "online": true}});
+    let path = format!("/users?payload={}", encode(&online.to_string()));
+    let server = s.admin_ok(Method::GET, &path, None).await;
+    let mut got = ids(server);
+    got.sort();
+    assert_eq!(got, [on.clone(), shy.clone()]);
+    let (status, _, client) = s
+        .public_with(Method::GET, &path, None, &user_creds(&s, &off))
+        .await;
+    assert_eq!(status, 200, "{client}");
+    assert_eq!(
+        ids(client),
+        [on.clone()],
+        "an invisible user is offline to clients"
+    );
+    let sorted = json!({"filter_conditions": {"kind": &tag},
+        "sort": [{"field": "online", "direction": -1}, {"field": "id", "direction": 1}]});
+    let path = format!("/users?payload={}", encode(&sorted.to_string()));
+    let (_, _, client) = s
+        .public_with(Method::GET, &path, None, &user_creds(&s, &off))
+        .await;
+    assert_eq!(ids(client), [on, off, shy]);
+    s.stop().await;
+}
