@@ -53,9 +53,12 @@ pub struct UserQuery {
     pub invisible_offline: bool,
 }
 
+/// Whether a user (by id) is online.
+type IsOnline = dyn Fn(&str) -> bool + Send + Sync;
+
 /// Tells whether a user is online, as presence knows it when the query runs.
 #[derive(Clone, Default)]
-pub struct OnlineCheck(Option<std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>>);
+pub struct OnlineCheck(Option<std::sync::Arc<IsOnline>>);
 
 impl OnlineCheck {
     /// A check asking `f`.
