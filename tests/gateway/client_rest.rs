@@ -375,7 +375,7 @@ async fn online_filters_and_sorts_read_presence() {
     assert_eq!(status, 200, "{client}");
     assert_eq!(
         ids(client),
-        [on.clone()],
+        vec![on.clone()],
         "an invisible user is offline to clients"
     );
     let sorted = json!({"filter_conditions": {"kind": &tag},
