@@ -204,6 +204,11 @@ impl TestDb {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for TestDb {

@@ -95,11 +95,10 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(format!("postgres: {e}"))
 }
 
+/// A pool failure: no connection could be had (none free in time, or opening one failed,
+/// whatever the server said) — the database is unavailable for this call.
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
-        other => StoreError::Unavailable(format!("postgres pool: {other}")),
-    }
+    StoreError::Unavailable(format!("postgres: no connection: {e}"))
 }
 
 /// Decodes a JSON document column.
