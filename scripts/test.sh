@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, the Rust unit and integration tests (the PostgreSQL store's
-# on a local or throwaway server), and the official SDK suites (scripts/sdk-tests.sh) when
-# present. Exits non-zero on the first failure.
+# Runs every test: formatting, lints, the Rust unit and integration tests (the PostgreSQL
+# store's on a local or throwaway server), and the official SDK suites (scripts/sdk-tests.sh)
+# when present. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,8 @@ if [ -z "${CHAT_GATEWAY_TEST_PG_URL:-}" ]; then
     export CHAT_GATEWAY_TEST_PG_URL="$local_pg"
     echo "== PostgreSQL tests on the local server"
   else
-    if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if ! command -v initdb >/dev/null 2>&1 \
+       && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
       if [ "$(id -u)" = 0 ]; then
         echo "== installing PostgreSQL for its tests"
         apt-get update -qq

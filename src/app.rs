@@ -37,6 +37,9 @@ pub enum AppError {
     Service(#[from] crate::protocol::ApiError),
 }
 
+/// How often the PostgreSQL store checks that the database answers, for `/healthz`.
+const POSTGRES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Opens the store `store.kind` names, ready to serve (its background upkeep started).
 /// The data volume guard is sled's: PostgreSQL guards its own disk.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
@@ -48,6 +51,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
         }
         StoreKind::Postgres => {
             let store = PostgresStore::open(&config.store.postgres_options()).await?;
+            store.spawn_probe(POSTGRES_PROBE_INTERVAL);
             Ok(Arc::new(store))
         }
     }

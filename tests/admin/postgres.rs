@@ -1,6 +1,7 @@
 //! The real gateway on `store.kind = "postgres"`: admin operations end to end (upsert,
 //! partial update, delete, query, app settings, tasks), data that outlives the node that
-//! wrote it, and a database outage answered with 503 instead of a hang.
+//! wrote it, and a database outage answered with 503 instead of a hang (and shown by
+//! `/healthz` until the database is back).
 
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,21 @@ async fn a_database_outage_is_a_503_not_a_hang() {
             .await;
         assert_error(&reply, 503, -1, None);
     }
+    // /healthz says so, and recovers by itself (the probe) once the database is back.
+    let (status, health) = srv.get_url(&format!("{}/healthz", srv.admin_url)).await;
+    assert_eq!(status, 503, "{health}");
+    assert!(
+        health["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("database unreachable")),
+        "{health}"
+    );
     psql(&db, "ALTER DATABASE {db} ALLOW_CONNECTIONS true").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.get_url(&format!("{}/healthz", srv.public_url)).await.0 != 200 {
+        assert!(Instant::now() < deadline, "/healthz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     upsert_ok(&srv, &[json!({"id": "bob"})]).await;
     assert!(fetch(&srv, "alice").await.is_some());
     srv.stop().await;

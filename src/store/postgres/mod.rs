@@ -9,7 +9,9 @@
 //! timeout, every statement by `statement_timeout` on the server, and every store call by the
 //! same deadline on the client (for a network that drops packets silently). A call that fails
 //! for want of a working connection is [`StoreError::Unavailable`] (503); a failure the
-//! server reports is [`StoreError::Backend`] (500). TLS is not supported yet (`NoTls`).
+//! server reports is [`StoreError::Backend`] (500). While the last call (or the periodic
+//! probe) found no working connection, [`Store::health`] says so, and `/healthz` answers
+//! 503. TLS is not supported yet (`NoTls`).
 
 mod queries;
 mod records;
@@ -18,6 +20,7 @@ mod users;
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +28,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
 use tokio_postgres::NoTls;
 
-use super::{NameScope, Store, StoreError, StoredSettings, StoredUser, Task, UserChange};
+use super::{
+    NameScope, Store, StoreError, StoreHealth, StoredSettings, StoredUser, Task, UserChange,
+};
 use crate::model::query::UserQuery;
 use crate::model::user::User;
 use crate::protocol::Timestamp;
@@ -58,8 +63,15 @@ impl PgOptions {
 /// A pool of connections to one database holding the gateway's tables.
 #[derive(Clone)]
 pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pool: Pool,
     call_timeout: Duration,
+    /// Why the last call found no working connection; cleared by the next call that
+    /// reaches the server. What [`Store::health`] reports.
+    unreachable: Mutex<Option<String>>,
 }
 
 /// Checks a connection string without connecting (for configuration validation).
@@ -146,29 +158,76 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         Ok(Self {
-            pool,
-            call_timeout: options.call_timeout,
+            inner: Arc::new(Inner {
+                pool,
+                call_timeout: options.call_timeout,
+                unreachable: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Asks the server `SELECT 1` every `every`, so that [`Store::health`] (and `/healthz`)
+    /// follows an outage and the recovery even while no request comes; stops once the
+    /// store is dropped.
+    pub fn spawn_probe(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = PostgresStore { inner };
+                let _ = store
+                    .bounded("probe", async {
+                        let client = store.client().await?;
+                        client.simple_query("SELECT 1").await.map_err(pg_error)?;
+                        Ok(())
+                    })
+                    .await;
+            }
         })
     }
 
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(pool_error)
+        self.inner.pool.get().await.map_err(pool_error)
     }
 
-    /// Runs one store call within the call deadline.
+    /// Runs one store call within the call deadline, noting whether it reached the server.
     async fn bounded<T>(
         &self,
         what: &str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.call_timeout, call).await {
+        let timeout = self.inner.call_timeout;
+        let result = match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "postgres: {what} took longer than {} ms",
-                self.call_timeout.as_millis()
+                timeout.as_millis()
             ))),
+        };
+        let mut unreachable = self
+            .inner
+            .unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(StoreError::Unavailable(why)) => {
+                if unreachable.is_none() {
+                    tracing::warn!(reason = %why, "postgres unreachable: calls fail with 503");
+                }
+                *unreachable = Some(why.clone());
+            }
+            _ => {
+                if unreachable.take().is_some() {
+                    tracing::info!("postgres reachable again");
+                }
+            }
         }
+        drop(unreachable);
+        result
     }
 }
 
@@ -269,5 +328,17 @@ impl Store for PostgresStore {
     async fn flush(&self) -> Result<(), StoreError> {
         // Every write is committed (and so durable) before it returns.
         Ok(())
+    }
+
+    fn health(&self) -> StoreHealth {
+        let unreachable = self
+            .inner
+            .unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match unreachable.as_ref() {
+            None => StoreHealth::Ok,
+            Some(why) => StoreHealth::Degraded(format!("database unreachable ({why})")),
+        }
     }
 }
