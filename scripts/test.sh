@@ -1,8 +1,32 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, the Rust unit and integration tests, and the official
-# SDK suites (scripts/sdk-tests.sh) when present. Exits non-zero on the first failure.
+# Runs every test: formatting, lints, the Rust unit and integration tests (the PostgreSQL
+# store's on a local or throwaway server), and the official SDK suites (scripts/sdk-tests.sh)
+# when present. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# PostgreSQL for the PostgreSQL store's tests: the local server when it answers; otherwise
+# the tests start a throwaway server from the installed binaries (installed here if missing).
+if [ -z "${CHAT_GATEWAY_TEST_PG_URL:-}" ]; then
+  local_pg="postgres://postgres@127.0.0.1:5432/postgres"
+  if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
+     && psql "$local_pg" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+    export CHAT_GATEWAY_TEST_PG_URL="$local_pg"
+    echo "== PostgreSQL tests on the local server"
+  else
+    if ! command -v initdb >/dev/null 2>&1 \
+       && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ]; then
+        echo "== installing PostgreSQL for its tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+      else
+        echo "PostgreSQL is not installed: install it or set CHAT_GATEWAY_TEST_PG_URL" >&2
+      fi
+    fi
+    echo "== PostgreSQL tests on a throwaway server"
+  fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -17,7 +17,7 @@ use crate::gateway::GatewayState;
 use crate::http::{BodyLimit, BodyTimeout, RateLimiter};
 use crate::hub::Hub;
 use crate::presence::LocalPresence;
-use crate::store::{Ballast, GuardedStore, SledStore, SpaceGuard, Store};
+use crate::store::{Ballast, GuardedStore, PostgresStore, SledStore, SpaceGuard, Store};
 use crate::users::UsersService;
 
 /// Why the gateway could not start or stopped with an error.
@@ -37,13 +37,22 @@ pub enum AppError {
     Service(#[from] crate::protocol::ApiError),
 }
 
+/// How often the PostgreSQL store checks that the database answers, for `/healthz`.
+const POSTGRES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Opens the store `store.kind` names, ready to serve (its background upkeep started).
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+/// The data volume guard is sled's: PostgreSQL guards its own disk.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
     match config.store.kind {
         StoreKind::Sled => {
             let guarded = open_sled(config)?;
             guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
             Ok(guarded)
+        }
+        StoreKind::Postgres => {
+            let store = PostgresStore::open(&config.store.postgres_options()).await?;
+            store.spawn_probe(POSTGRES_PROBE_INTERVAL);
+            Ok(Arc::new(store))
         }
     }
 }
@@ -88,7 +97,7 @@ pub async fn run(
             "the API secret is short: tokens signed with it can be forged by guessing it"
         );
     }
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let limits = &config.limits;
     let hub = Arc::new(
         Hub::new(

@@ -101,19 +101,81 @@ pub struct Cors {
 pub enum StoreKind {
     /// sled, embedded in the data dir: the zero-setup default.
     Sled,
+    /// PostgreSQL at `store.postgres_url`: a database several nodes can share.
+    Postgres,
 }
 
 /// The store and how it guards its data volume (see `config/default.toml` for each meaning).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct StoreConfig {
     /// Which store.
     pub kind: StoreKind,
+    /// PostgreSQL connection URL (kind `postgres`). Its password is never logged.
+    pub postgres_url: String,
+    /// Connections in the PostgreSQL pool.
+    pub postgres_pool_size: usize,
+    /// Milliseconds to open one PostgreSQL connection.
+    pub postgres_connect_timeout_ms: u64,
+    /// Milliseconds one store call (and each statement) may take on PostgreSQL.
+    pub postgres_call_timeout_ms: u64,
     /// Free bytes the data volume keeps; below it writes are refused (0: never refused).
     pub min_free_bytes: u64,
     /// Milliseconds between measurements of the free space.
     pub space_check_interval_ms: u64,
     /// Size of the ballast file kept in the data dir (0: none).
     pub ballast_bytes: u64,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("postgres_url", &redact_url(&self.postgres_url))
+            .field("postgres_pool_size", &self.postgres_pool_size)
+            .field(
+                "postgres_connect_timeout_ms",
+                &self.postgres_connect_timeout_ms,
+            )
+            .field("postgres_call_timeout_ms", &self.postgres_call_timeout_ms)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("space_check_interval_ms", &self.space_check_interval_ms)
+            .field("ballast_bytes", &self.ballast_bytes)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL connection options these settings give.
+    pub fn postgres_options(&self) -> crate::store::PgOptions {
+        crate::store::PgOptions {
+            url: self.postgres_url.clone(),
+            pool_size: self.postgres_pool_size,
+            connect_timeout: std::time::Duration::from_millis(self.postgres_connect_timeout_ms),
+            call_timeout: std::time::Duration::from_millis(self.postgres_call_timeout_ms),
+        }
+    }
+}
+
+/// A connection URL with its password (URL or `password=` form) replaced, for logs.
+fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:<redacted>@{host}");
+            }
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=<redacted>"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A configuration problem.
@@ -230,6 +292,27 @@ impl Config {
                 "store.space_check_interval_ms must be positive".into(),
             ));
         }
+        if self.store.kind == StoreKind::Postgres {
+            if self.store.postgres_url.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "store.kind = \"postgres\" needs store.postgres_url".into(),
+                ));
+            }
+            crate::store::postgres::parse_url(&self.store.postgres_url)
+                .map_err(|e| ConfigError::Invalid(format!("store.postgres_url: {e}")))?;
+            let s = &self.store;
+            for (name, v) in [
+                ("postgres_pool_size", s.postgres_pool_size as u64),
+                ("postgres_connect_timeout_ms", s.postgres_connect_timeout_ms),
+                ("postgres_call_timeout_ms", s.postgres_call_timeout_ms),
+            ] {
+                if v == 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "store.{name} must be positive"
+                    )));
+                }
+            }
+        }
         if self.api_key.is_empty() != self.api_secret.is_empty() {
             return Err(ConfigError::Invalid(
                 "set both api_key and api_secret, or neither".into(),
@@ -344,5 +427,28 @@ mod tests {
         );
         let err = with("[store]\nkind = \"mongo\"").unwrap_err();
         assert!(err.contains("mongo") && err.contains("kind"), "{err}");
+    }
+
+    #[test]
+    fn the_postgres_kind_needs_a_valid_url_and_hides_its_password() {
+        let mut c = Config::defaults();
+        c.store.kind = StoreKind::Postgres;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.postgres_url"), "{err}");
+        c.store.postgres_url = "postgres://u@h:notaport/db".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.postgres_url"), "{err}");
+        c.store.postgres_url = "postgres://gw:hunter2@db.internal:5432/chat".into();
+        c.validate().unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("gw:<redacted>@db.internal:5432/chat"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_url("host=h user=u password=hunter2"),
+            "host=h user=u password=<redacted>"
+        );
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! - `protocol`: wire types only — error envelope and codes, close codes, timestamps, frames.
 //! - `model`: the shared domain — the user object and its bounds, queries, name normalisation.
-//! - `store`: the `Store` trait, its sled implementation, and the data volume guard it runs
-//!   behind.
+//! - `store`: the `Store` trait, its sled and PostgreSQL implementations, and the data volume
+//!   guard sled runs behind.
 //! - `events`: typed user events and the bus they travel on (in-process on one node).
 //! - `presence`: who is online, behind a trait a cluster can implement.
 //! - `hub`: this node's connection registry and the delivery of events to its sockets.

@@ -2,6 +2,12 @@
 //! functions over `S: Store` and run against each implementation (today sled, bare and behind
 //! the data volume guard the gateway runs it with; a PostgreSQL store adds one `backend!`
 //! line). A backend CI does not run is a backend that rots.
+//!
+//! PostgreSQL runs on `CHAT_GATEWAY_TEST_PG_URL`, or on a throwaway server started from the
+//! installed binaries (see `common/pg.rs`), with a fresh database per test.
+
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::future::Future;
 
@@ -9,8 +15,8 @@ use chat_gateway::model::query::UserQuery;
 use chat_gateway::model::user::User;
 use chat_gateway::protocol::Timestamp;
 use chat_gateway::store::{
-    Expect, GuardedStore, NameScope, SledStore, SpaceGuard, Store, StoreError, StoredSettings,
-    StoredUser, Task, UserChange,
+    Expect, GuardedStore, NameScope, PgOptions, PostgresStore, SledStore, SpaceGuard, Store,
+    StoreError, StoredSettings, StoredUser, Task, UserChange,
 };
 use serde_json::{json, Map, Value};
 
@@ -1061,10 +1067,12 @@ async fn queries_agree_with_a_full_scan<S: Store>(store: &S) {
 
 // ---- backends ---------------------------------------------------------------------------
 
-/// Runs every suite function against one backend: `$open` is an async expression, evaluated
-/// in a scope where `dir` is a fresh temporary directory, that opens the store there.
+/// Runs every suite function against one backend: `$setup` is an expression evaluated once
+/// per test (in an async context) giving what the store lives in — a temporary directory, a
+/// fresh database — kept until the test ends; `$open` is an async expression, evaluated where
+/// `$env` is a reference to it, that opens the store there (twice in the reopening test).
 macro_rules! backend {
-    ($backend:ident, |$dir:ident| $open:expr) => {
+    ($backend:ident, setup: $setup:expr, |$env:ident| $open:expr) => {
         mod $backend {
             use super::*;
 
@@ -1072,10 +1080,11 @@ macro_rules! backend {
                 ($name:ident) => {
                     #[tokio::test]
                     async fn $name() {
-                        let tmp = tempfile::tempdir().unwrap();
-                        let $dir = tmp.path().to_owned();
+                        let env = $setup;
+                        let $env = &env;
                         let store = $open.await;
                         super::$name(&store).await;
+                        drop(store);
                     }
                 };
             }
@@ -1097,13 +1106,9 @@ macro_rules! backend {
 
             #[tokio::test]
             async fn everything_survives_reopening() {
-                let tmp = tempfile::tempdir().unwrap();
-                let $dir = tmp.path().to_owned();
-                super::everything_survives_reopening(|| {
-                    let $dir = $dir.clone();
-                    async move { $open.await }
-                })
-                .await;
+                let env = $setup;
+                let $env = &env;
+                super::everything_survives_reopening(|| async move { $open.await }).await;
             }
         }
     };
@@ -1114,7 +1119,7 @@ async fn open_sled(dir: std::path::PathBuf) -> SledStore {
     SledStore::open(&dir.join("db")).expect("sled opens (a dropped store releases its data dir)")
 }
 
-backend!(sled, |dir| open_sled(dir.clone()));
+backend!(sled, setup: tempfile::tempdir().unwrap(), |tmp| open_sled(tmp.path().to_owned()));
 
 async fn open_sled_small_plans(dir: std::path::PathBuf) -> SledStore {
     // Thresholds a few users exceed, so every query takes the planner's other paths:
@@ -1126,7 +1131,9 @@ async fn open_sled_small_plans(dir: std::path::PathBuf) -> SledStore {
     SledStore::open_with_limits(&dir.join("db"), limits).expect("sled opens")
 }
 
-backend!(sled_small_plans, |dir| open_sled_small_plans(dir.clone()));
+backend!(sled_small_plans, setup: tempfile::tempdir().unwrap(), |tmp| {
+    open_sled_small_plans(tmp.path().to_owned())
+});
 
 async fn open_guarded(dir: std::path::PathBuf) -> GuardedStore {
     let db = dir.join("db");
@@ -1138,4 +1145,146 @@ async fn open_guarded(dir: std::path::PathBuf) -> GuardedStore {
     GuardedStore::open(opener, space, ballast).expect("guarded sled opens")
 }
 
-backend!(guarded_sled, |dir| open_guarded(dir.clone()));
+backend!(guarded_sled, setup: tempfile::tempdir().unwrap(), |tmp| open_guarded(
+    tmp.path().to_owned()
+));
+
+async fn open_postgres(db: &pg::TestDb) -> PostgresStore {
+    PostgresStore::open(&PgOptions::new(db.url()))
+        .await
+        .expect("the PostgreSQL store opens")
+}
+
+backend!(postgres, setup: pg::TestDb::create().await, |db| open_postgres(db));
+
+/// What only the PostgreSQL store has: a schema shared by nodes that start together, and a
+/// server that can be away.
+mod postgres_only {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    async fn raw(db: &pg::TestDb) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Eight nodes opening one empty database at once all succeed, and the schema is
+    /// created once (a second creation would fail on the existing tables).
+    #[tokio::test]
+    async fn nodes_starting_together_migrate_once() {
+        let db = pg::TestDb::create().await;
+        let options = PgOptions::new(db.url());
+        let opens = (0..8).map(|_| PostgresStore::open(&options));
+        for opened in futures_util::future::join_all(opens).await {
+            opened.expect("every node opens");
+        }
+        let version: i64 = raw(&db)
+            .await
+            .query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            version,
+            chat_gateway::store::postgres::schema::SCHEMA_VERSION
+        );
+    }
+
+    /// A database written by a newer build is refused with a clear error, untouched.
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let db = pg::TestDb::create().await;
+        drop(
+            PostgresStore::open(&PgOptions::new(db.url()))
+                .await
+                .unwrap(),
+        );
+        raw(&db)
+            .await
+            .execute(
+                "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let refused = PostgresStore::open(&PgOptions::new(db.url())).await;
+        match refused {
+            Err(StoreError::Backend(why)) => {
+                assert!(why.contains("schema version 99"), "{why}");
+                assert!(why.contains("newer"), "{why}");
+            }
+            Err(other) => panic!("expected a schema error, got {other:?}"),
+            Ok(_) => panic!("a newer schema must be refused"),
+        }
+    }
+
+    /// A server that accepts connections but never answers: opening fails with
+    /// `Unavailable` within the deadline instead of hanging.
+    #[tokio::test]
+    async fn a_silent_server_is_an_error_not_a_hang() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        let mut options = PgOptions::new(&format!("postgres://postgres@127.0.0.1:{port}/x"));
+        options.connect_timeout = Duration::from_millis(300);
+        options.call_timeout = Duration::from_millis(300);
+        let start = Instant::now();
+        let opened = PostgresStore::open(&options).await;
+        assert!(
+            matches!(opened, Err(StoreError::Unavailable(_))),
+            "{:?}",
+            opened.err()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// The server ending the store's connections (a restart, a failover): calls fail with
+    /// an error at worst, and the store serves again on new connections.
+    #[tokio::test]
+    async fn lost_connections_are_errors_then_replaced() {
+        let db = pg::TestDb::create().await;
+        let store = PostgresStore::open(&PgOptions::new(db.url()))
+            .await
+            .unwrap();
+        store
+            .apply_user_batch(vec![create(user("kept", None, &[]))])
+            .await
+            .unwrap();
+        raw(&db)
+            .await
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut answered = false;
+        for _ in 0..3 {
+            match store.get_user("kept").await {
+                Ok(found) => {
+                    assert!(found.is_some());
+                    answered = true;
+                    break;
+                }
+                Err(e) => assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}"),
+            }
+        }
+        assert!(
+            answered,
+            "the store serves again after its connections were ended"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! The storage boundary: a domain-level async [`Store`] trait that the users service calls,
-//! and its implementations (sled, embedded, the default), and the guard the gateway runs the
-//! backend behind ([`GuardedStore`]: refuses writes while the data volume is low, reopens a
-//! backend a failed write left broken).
+//! and its implementations (sled, embedded, the default; PostgreSQL, a database several nodes
+//! can share), and the guard the gateway runs sled behind ([`GuardedStore`]: refuses writes
+//! while the data volume is low, reopens a backend a failed write left broken).
 //!
 //! Every multi-key change that must be atomic — a batch of users with their username index
 //! entries and tombstones — is one [`Store::apply_user_batch`] call, and a call returns only
@@ -13,6 +13,7 @@
 pub mod ballast;
 pub mod group_commit;
 pub mod guarded;
+pub mod postgres;
 pub mod sled_snapshots;
 pub mod sled_store;
 pub mod space;
@@ -27,6 +28,7 @@ use crate::protocol::Timestamp;
 
 pub use ballast::Ballast;
 pub use guarded::GuardedStore;
+pub use postgres::{PgOptions, PostgresStore};
 pub use sled_store::SledStore;
 pub use space::SpaceGuard;
 

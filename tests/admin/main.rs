@@ -11,6 +11,7 @@ mod envelope;
 mod lifecycle;
 mod partial;
 mod persistence;
+mod postgres;
 mod query;
 mod revocation;
 mod tasks;

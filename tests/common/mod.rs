@@ -7,6 +7,7 @@
 //! from the `tests/` root); not every binary uses every helper.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod ws;
 
 use std::net::SocketAddr;
