@@ -657,6 +657,53 @@ async fn last_active_is_recorded<S: Store>(store: &S) {
         .unwrap();
 }
 
+/// Guests hold no names: a guest's name is checked when given, but it reserves nothing, so
+/// a later user may take it; a guest taken over by the back end holds its name from then on.
+async fn guests_hold_no_names<S: Store>(store: &S) {
+    let mut guest = user("g1", Some("Support"), &["red"]);
+    guest.role = "guest".into();
+    store
+        .apply_user_batch(vec![put(
+            guest.clone(),
+            Expect::Absent,
+            vec![NameScope::App],
+        )])
+        .await
+        .unwrap();
+    assert!(holders(store, "support", NameScope::App).await.is_empty());
+    assert!(holders(store, "support", team("red")).await.is_empty());
+    let real = user("u1", Some("support"), &["red"]);
+    store
+        .apply_user_batch(vec![put(
+            real,
+            Expect::Absent,
+            vec![NameScope::App, team("red")],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(holders(store, "support", NameScope::App).await, ["u1"]);
+    // A guest cannot take a name a user holds.
+    let mut second = user("g2", Some("SUPPORT"), &[]);
+    second.role = "guest".into();
+    let taken = store
+        .apply_user_batch(vec![put(second, Expect::Absent, vec![NameScope::App])])
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::NameTaken { .. })),
+        "{taken:?}"
+    );
+    // Taken over (role user), the former guest holds its new name.
+    let v = stored(store, "g1").await.version;
+    let mut owned = guest;
+    owned.role = "user".into();
+    owned.name = Some("Helpdesk".into());
+    store
+        .apply_user_batch(vec![put(owned, Expect::Version(v), vec![NameScope::App])])
+        .await
+        .unwrap();
+    assert_eq!(holders(store, "helpdesk", NameScope::App).await, ["g1"]);
+}
+
 /// Settings, tasks and exports read back exactly as written; absent ones are `None`/empty.
 /// Settings saves are conditional on the version read: a stale one is refused.
 async fn settings_tasks_exports_roundtrip<S: Store>(store: &S) {
@@ -1102,6 +1149,7 @@ macro_rules! backend {
             case!(default_order_and_paging);
             case!(indexed_filters);
             case!(queries_agree_with_a_full_scan);
+            case!(guests_hold_no_names);
             case!(settings_tasks_exports_roundtrip);
 
             #[tokio::test]

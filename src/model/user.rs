@@ -18,6 +18,9 @@ pub const MAX_ID_BYTES: usize = 255;
 /// value would be written but never read back.
 pub const MAX_VALUE_DEPTH: usize = 32;
 
+/// The role of guest users.
+pub const GUEST_ROLE: &str = "guest";
+
 /// Fields a client or back end may set directly.
 pub const BUILT_IN_FIELDS: &[&str] = &[
     "role",
@@ -134,6 +137,13 @@ impl User {
     /// Whether the user holds its name for unique-username purposes.
     pub fn is_active(&self) -> bool {
         self.deactivated_at.is_none() && self.deleted_at.is_none()
+    }
+
+    /// Whether the user's name counts as held for unique usernames: active users other than
+    /// guests. A guest's name is checked when it is given (a guest cannot take a held name)
+    /// but holds nothing, so anonymous guests cannot reserve names for later users.
+    pub fn holds_name(&self) -> bool {
+        self.is_active() && self.role != GUEST_ROLE
     }
 
     /// The flat wire form: built-ins, server-owned fields, then custom fields at the top level.

@@ -22,7 +22,7 @@ use crate::users::settings::AppSettings;
 /// Most users in one upsert or partial update.
 pub const MAX_BATCH: usize = 100;
 /// The role of guest users; a guest token is good only for a user with it.
-pub const GUEST_ROLE: &str = "guest";
+pub use crate::model::user::GUEST_ROLE;
 /// Attempts at a read-compute-write cycle before giving up on a busy user.
 const MAX_ATTEMPTS: usize = 16;
 
@@ -107,7 +107,7 @@ pub(crate) fn name_checks(mode: Enforcement, old: Option<&User>, new: &User) -> 
         return Vec::new();
     }
     let held = old
-        .filter(|o| o.is_active())
+        .filter(|o| o.holds_name())
         .filter(|o| o.name.as_deref().map(normalise).unwrap_or_default() == norm);
     match (mode, held) {
         (Enforcement::App, Some(_)) => Vec::new(),

@@ -148,3 +148,45 @@ async fn a_deleted_users_token_is_refused_on_public_rest() {
     }
     s.stop().await;
 }
+
+/// Under unique usernames, guests cannot squat names: a guest's name reserves nothing, so the
+/// back end can still give it to a user; a name a user holds is refused to guests.
+#[tokio::test]
+async fn guests_cannot_reserve_unique_names() {
+    let s = TestServer::start().await;
+    s.admin_ok(
+        Method::PATCH,
+        "/app",
+        Some(json!({"enforce_unique_usernames": "app"})),
+    )
+    .await;
+    let name = format!("Support {}", uid("n"));
+    for _ in 0..3 {
+        let (status, _, body) = s
+            .public_with(
+                Method::POST,
+                "/guest",
+                Some(json!({"user": {"id": uid("squat"), "name": &name}})),
+                &anonymous(&s),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let real = uid("real");
+    s.admin_ok(
+        Method::POST,
+        "/users",
+        Some(json!({"users": {&real: {"id": &real, "name": &name}}})),
+    )
+    .await;
+    let reply = s
+        .public_with(
+            Method::POST,
+            "/guest",
+            Some(json!({"user": {"id": uid("late"), "name": &name}})),
+            &anonymous(&s),
+        )
+        .await;
+    assert_error(&reply, 400, 6, None);
+    s.stop().await;
+}

@@ -134,7 +134,9 @@ async fn apply_change(tx: &Transaction<'_>, change: &UserChange) -> Result<(), S
                 for scope in check_names {
                     check_name(tx, user, &norm, scope).await?;
                 }
-                claim_names(tx, user, &norm).await?;
+                if user.holds_name() {
+                    claim_names(tx, user, &norm).await?;
+                }
             }
             if *tombstone {
                 let at = user.deleted_at.unwrap_or_else(Timestamp::now);

@@ -14,7 +14,8 @@ use crate::store::StoreError;
 ///   (`username_userids`, dropped). Rebuilt from the users, so it subsumes 2.
 /// - 4: the query indexes (`field_value_userid`) are built from the users and their activity
 ///   records.
-pub const SCHEMA_VERSION: u32 = 4;
+/// - 5: the username index is rebuilt without guests, who hold no names any more.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The tree of the username index up to schema 2: name key → JSON list of holder ids.
 pub const LEGACY_NAMES_TREE: &str = "username_userids";
@@ -45,6 +46,13 @@ pub fn migrate(db: &sled::Db) -> Result<(), StoreError> {
     if found < 4 {
         indexes::rebuild(db)?;
         tracing::info!(from = found, "query indexes built (schema 4)");
+    }
+    if (3..5).contains(&found) {
+        names::rebuild(db)?;
+        tracing::info!(
+            from = found,
+            "username index rebuilt without guests (schema 5)"
+        );
     }
     // Written after the migrations; the caller's flush makes both durable, and sled
     // recovers writes in order, so a crash redoes an unfinished migration (each is

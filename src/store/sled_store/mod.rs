@@ -44,7 +44,7 @@ use crate::model::query::UserQuery;
 use crate::model::user::User;
 use crate::model::username::normalise;
 use crate::protocol::Timestamp;
-use names::{name_key, name_keys, NamesTx};
+use names::{held_name_keys, name_key, name_keys, NamesTx};
 
 pub use migrations::SCHEMA_VERSION;
 pub use planner::PlannerLimits;
@@ -276,7 +276,7 @@ fn apply_change(tx: &BatchTx<'_>, change: &UserChange) -> TxResult<()> {
                     }
                 }
             }
-            for key in name_keys(user) {
+            for key in held_name_keys(user) {
                 names.add(&key, id)?;
             }
             let stored = StoredUser {

@@ -58,8 +58,17 @@ fn holder_key(name_key: &[u8], id: &str) -> Vec<u8> {
     k
 }
 
-/// The name keys an active user occupies: none for an inactive user or a name whose normal
-/// form is empty.
+/// The name keys a user holds: none for an inactive user, a guest (guests hold no names) or a
+/// name whose normal form is empty.
+pub fn held_name_keys(user: &User) -> Vec<Vec<u8>> {
+    if !user.holds_name() {
+        return Vec::new();
+    }
+    name_keys(user)
+}
+
+/// The name keys an active user could hold, whatever its role: what a write releases (a guest
+/// written before guests stopped holding names may still hold them).
 pub fn name_keys(user: &User) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
     if !user.is_active() {
@@ -158,7 +167,7 @@ pub fn rebuild(db: &sled::Db) -> Result<(), StoreError> {
         let (_, bytes) = item.map_err(sled_error)?;
         let stored: StoredUser =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        for key in name_keys(&stored.user) {
+        for key in held_name_keys(&stored.user) {
             let fresh = holders
                 .insert(holder_key(&key, &stored.user.id), &[])
                 .map_err(sled_error)?
