@@ -11,14 +11,15 @@ use tokio::sync::watch;
 use crate::admin::feed::AdminFeed;
 use crate::admin::AdminState;
 use crate::auth::Secret;
+use crate::cluster::Cluster;
 use crate::config::{Config, StoreKind};
 use crate::events::{EventBus, LocalBus};
 use crate::gateway::GatewayState;
 use crate::http::{BodyLimit, BodyTimeout, RateLimiter};
 use crate::hub::Hub;
-use crate::presence::LocalPresence;
+use crate::presence::{LocalPresence, Presence};
 use crate::store::{Ballast, GuardedStore, PostgresStore, SledStore, SpaceGuard, Store};
-use crate::users::UsersService;
+use crate::users::{SettingsWatch, UsersService};
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +45,60 @@ const POSTGRES_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// The data volume guard is sled's: PostgreSQL guards its own disk.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
     match config.store.kind {
-        StoreKind::Sled => {
-            let guarded = open_sled(config)?;
-            guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
-            Ok(guarded)
-        }
+        StoreKind::Sled => open_sled_store(config),
+        StoreKind::Postgres => Ok(Arc::new(open_postgres(config).await?)),
+    }
+}
+
+fn open_sled_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
+    let guarded = open_sled(config)?;
+    guarded.spawn_watch(Duration::from_millis(config.store.space_check_interval_ms));
+    Ok(guarded)
+}
+
+async fn open_postgres(config: &Config) -> Result<PostgresStore, AppError> {
+    let store = PostgresStore::open(&config.store.postgres_options()).await?;
+    store.spawn_probe(POSTGRES_PROBE_INTERVAL);
+    Ok(store)
+}
+
+/// What the users service runs on: the store, the bus and presence — of a single node on
+/// sled, of a cluster node on PostgreSQL.
+struct Backbone {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    presence: Arc<dyn Presence>,
+    cluster: Option<Cluster>,
+}
+
+async fn backbone(
+    config: &Config,
+    hub: &Arc<Hub>,
+    local: Arc<LocalBus>,
+) -> Result<Backbone, AppError> {
+    match config.store.kind {
+        StoreKind::Sled => Ok(Backbone {
+            store: open_sled_store(config)?,
+            bus: local,
+            presence: Arc::new(LocalPresence::new(hub.clone())),
+            cluster: None,
+        }),
         StoreKind::Postgres => {
-            let store = PostgresStore::open(&config.store.postgres_options()).await?;
-            store.spawn_probe(POSTGRES_PROBE_INTERVAL);
-            Ok(Arc::new(store))
+            let store = open_postgres(config).await?;
+            let cluster = Cluster::start(
+                store.clone(),
+                config.store.postgres_options(),
+                hub.clone(),
+                local,
+                config.limits.max_connections_per_user,
+            )
+            .await?;
+            Ok(Backbone {
+                store: Arc::new(store),
+                bus: cluster.bus.clone(),
+                presence: cluster.presence.clone(),
+                cluster: Some(cluster),
+            })
         }
     }
 }
@@ -97,7 +143,6 @@ pub async fn run(
             "the API secret is short: tokens signed with it can be forged by guessing it"
         );
     }
-    let store = open_store(&config).await?;
     let limits = &config.limits;
     let hub = Arc::new(
         Hub::new(
@@ -107,15 +152,24 @@ pub async fn run(
         )
         .with_max_anonymous(limits.max_anonymous_connections),
     );
-    let bus = Arc::new(LocalBus::new());
-    bus.subscribe(hub.clone());
+    let local = Arc::new(LocalBus::new());
+    local.subscribe(hub.clone());
     let feed = Arc::new(AdminFeed::new(limits.admin_feed_frames));
-    bus.subscribe(feed.clone());
-    let presence = Arc::new(LocalPresence::new(hub.clone()));
+    local.subscribe(feed.clone());
+    let Backbone {
+        store,
+        bus,
+        presence,
+        cluster,
+    } = backbone(&config, &hub, local.clone()).await?;
     let svc = UsersService::new(store.clone(), bus, presence, api_key, secret.clone())
         .await?
         .with_max_answer_bytes(limits.max_query_response_bytes);
     let svc = Arc::new(svc);
+    if cluster.is_some() {
+        // Another node's settings save reaches this one as an event.
+        local.subscribe(SettingsWatch::new(&svc));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin_state = AdminState {
@@ -220,6 +274,9 @@ pub async fn run(
         let _ = admin_task.await;
     })
     .await;
+    if let Some(cluster) = &cluster {
+        cluster.leave().await;
+    }
     store.flush().await?;
     tracing::info!(left = hub.live_connections(), "stopped");
     Ok(())

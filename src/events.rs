@@ -5,18 +5,23 @@
 //!
 //! [`LocalBus`] is the in-process bus: `publish` hands the event to every subscriber before
 //! it returns, so a subscriber that closes sockets (the hub, on a delete) has done so by the
-//! time the publisher answers its caller. A bus spanning several nodes keeps that for the
-//! publishing node and delivers to the others after the write commits.
+//! time the publisher answers its caller. A bus spanning several nodes (`crate::cluster`)
+//! keeps that for the publishing node and delivers to the others after the write commits:
+//! the events of a write are encoded ([`EventBus::encode`]) and recorded by the store in the
+//! write's own transaction, then handed to this node's subscribers
+//! ([`EventBus::committed`]).
 
 use std::sync::{Arc, RwLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::model::user::User;
 use crate::protocol::{events, Timestamp};
 
 /// Something that happened to a user (or to every user), as its subscribers need it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UserEvent {
     /// The user was written: `user.updated`.
     Updated {
@@ -76,6 +81,16 @@ pub enum UserEvent {
 }
 
 impl UserEvent {
+    /// The event as another node reads it back ([`Self::decode`]).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("events encode")
+    }
+
+    /// An event [`Self::encode`] wrote.
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
     /// The `user.*` frame this event is on the wire, for clients and admin subscribers;
     /// `None` for events no client frame describes.
     pub fn frame(&self) -> Option<Arc<str>> {
@@ -130,8 +145,19 @@ pub trait EventSink: Send + Sync {
 
 /// Where the users service publishes events.
 pub trait EventBus: Send + Sync {
-    /// Publishes an event; every subscriber on this node has taken it when this returns.
+    /// Publishes an event that no write carries (a presence change): every subscriber on this
+    /// node has taken it when this returns; other nodes get it soon after.
     fn publish(&self, event: UserEvent);
+    /// The event encoded for the store to record with the write it describes, so that other
+    /// nodes learn of it if and only if the write commits; `None` when no other node
+    /// listens (the default).
+    fn encode(&self, event: &UserEvent) -> Option<String> {
+        let _ = event;
+        None
+    }
+    /// Hands the event of a committed write (recorded with it when [`Self::encode`] said so)
+    /// to this node's subscribers; they have all taken it when this returns.
+    fn committed(&self, event: UserEvent);
     /// Adds a subscriber on this node.
     fn subscribe(&self, sink: Arc<dyn EventSink>);
 }
@@ -149,13 +175,24 @@ impl LocalBus {
     }
 }
 
-impl EventBus for LocalBus {
-    fn publish(&self, event: UserEvent) {
+impl LocalBus {
+    /// Hands the event to every subscriber of this node.
+    pub fn deliver(&self, event: &UserEvent) {
         let sinks = self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let frame = event.frame();
         for sink in &sinks {
-            sink.deliver(&event, frame.as_ref());
+            sink.deliver(event, frame.as_ref());
         }
+    }
+}
+
+impl EventBus for LocalBus {
+    fn publish(&self, event: UserEvent) {
+        self.deliver(&event);
+    }
+
+    fn committed(&self, event: UserEvent) {
+        self.deliver(&event);
     }
 
     fn subscribe(&self, sink: Arc<dyn EventSink>) {
@@ -207,6 +244,29 @@ mod tests {
             assert_eq!(frame["type"], "user.updated");
             assert_eq!(frame["user"]["online"], true);
             assert_eq!(got[1], ("TokensRevoked".to_owned(), None));
+        }
+    }
+
+    #[test]
+    fn events_read_back_as_written() {
+        let mut user = User::new("bob", Timestamp::now());
+        user.name = Some("Bob \u{0}".into());
+        let events = [
+            UserEvent::Deleted {
+                user: user.clone(),
+                hard: true,
+                mark_messages_deleted: false,
+            },
+            UserEvent::TokensRevoked {
+                user_id: None,
+                before: Timestamp::now(),
+            },
+            UserEvent::AppSettingsChanged,
+        ];
+        for e in events {
+            let back = UserEvent::decode(&e.encode()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{e:?}"));
+            assert_eq!(back.frame(), e.frame());
         }
     }
 }

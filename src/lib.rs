@@ -2,7 +2,8 @@
 //! speaks Stream Chat's wire protocol for them.
 //!
 //! Layers, each importing only those before it:
-//! protocol → model → store / events / presence / hub → users → gateway / admin → app.
+//! protocol → model → store / events / presence / hub → cluster → users → gateway / admin →
+//! app.
 //!
 //! - `protocol`: wire types only — error envelope and codes, close codes, timestamps, frames.
 //! - `model`: the shared domain — the user object and its bounds, queries, name normalisation.
@@ -11,6 +12,8 @@
 //! - `events`: typed user events and the bus they travel on (in-process on one node).
 //! - `presence`: who is online, behind a trait a cluster can implement.
 //! - `hub`: this node's connection registry and the delivery of events to its sockets.
+//! - `cluster`: several nodes on PostgreSQL — the bus between them (outbox, `LISTEN/NOTIFY`),
+//!   cluster-wide presence, node leases, reaping and fencing.
 //! - `users`: the rules — every user operation, written once for both listeners; publishes
 //!   events, asks presence.
 //! - `gateway`: the public listener — `/connect`, guests and client REST.
@@ -25,6 +28,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod gateway;

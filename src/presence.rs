@@ -11,12 +11,22 @@ use async_trait::async_trait;
 use crate::hub::Hub;
 use crate::model::query::OnlineCheck;
 
+/// Why presence refuses to count a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenRefused {
+    /// The user holds as many connections as it may (across the cluster).
+    TooMany,
+    /// The shared presence cannot be reached now.
+    Unavailable(String),
+}
+
 /// Who is online.
 #[async_trait]
 pub trait Presence: Send + Sync {
-    /// A connection of `user_id` was opened on this node; `first_here`: the node had none
-    /// before. Returns whether the user came online.
-    async fn opened(&self, user_id: &str, first_here: bool) -> bool;
+    /// A connection of `user_id` was admitted on this node; `first_here`: the node had none
+    /// before. Returns whether the user came online, or why the connection may not count
+    /// (then it must be refused, and [`Self::closed`] is not called for it).
+    async fn opened(&self, user_id: &str, first_here: bool) -> Result<bool, OpenRefused>;
     /// A connection of `user_id` on this node closed; `last_here`: the node has none left.
     /// Returns whether the user went offline.
     async fn closed(&self, user_id: &str, last_here: bool) -> bool;
@@ -40,8 +50,9 @@ impl LocalPresence {
 
 #[async_trait]
 impl Presence for LocalPresence {
-    async fn opened(&self, _user_id: &str, first_here: bool) -> bool {
-        first_here
+    async fn opened(&self, _user_id: &str, first_here: bool) -> Result<bool, OpenRefused> {
+        // The hub enforced the per-user limit when it registered the connection.
+        Ok(first_here)
     }
 
     async fn closed(&self, _user_id: &str, last_here: bool) -> bool {

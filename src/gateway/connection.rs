@@ -276,6 +276,26 @@ async fn start(
         refuse(ws, &e, write_timeout).await;
         return None;
     }
+    // Counted in presence before the first frame: across a cluster, the per-user limit is a
+    // fact of the shared presence, not of this node's registry.
+    let came_online = if anonymous {
+        false
+    } else {
+        match Box::pin(state.svc.count_connection(&user.id, first)).await {
+            Ok(came_online) => came_online,
+            Err(e) => {
+                hub.unregister(&handle);
+                if e.code == ErrorCode::Unavailable {
+                    let order =
+                        CloseOrder::raw(CLOSE_TRY_AGAIN, "presence unavailable, retry later");
+                    close(ws, &order, write_timeout).await;
+                } else {
+                    refuse(ws, &e, write_timeout).await;
+                }
+                return None;
+            }
+        }
+    };
     metrics::counter!("gateway_connects_accepted").increment(1);
     let live = Live { handle, span };
     if !send_text(ws, first_frame, write_timeout).await {
@@ -286,7 +306,7 @@ async fn start(
     if !anonymous {
         let opened = state
             .svc
-            .connection_opened(&user, first, activity_recorded, now);
+            .connection_opened(&user, came_online, activity_recorded, now);
         Box::pin(opened).await;
     }
     tracing::debug!("connected");

@@ -276,6 +276,26 @@ impl Hub {
         }
     }
 
+    /// The users with connections here (anonymous ones aside), and how many each holds.
+    pub fn user_counts(&self) -> Vec<(Arc<str>, usize)> {
+        self.by_user
+            .iter()
+            .filter_map(|e| {
+                let n = e.value().iter().filter(|c| !c.anonymous).count();
+                (n > 0).then(|| (e.key().clone(), n))
+            })
+            .collect()
+    }
+
+    /// Closes every connection with `order` (a node taking itself out of service).
+    pub fn close_every(&self, order: &CloseOrder) {
+        for entry in self.by_user.iter() {
+            for c in entry.value() {
+                c.close_with(None, order.clone());
+            }
+        }
+    }
+
     /// Closes every connection with 1001 (shutdown).
     pub fn close_all(&self, reason: &str) {
         for entry in self.by_user.iter() {

@@ -173,6 +173,18 @@ pub trait Store: Send + Sync + 'static {
     /// Applies every change or none, checking each change's expectations and name scopes
     /// in order; returns once the batch is durable.
     async fn apply_user_batch(&self, changes: Vec<UserChange>) -> Result<(), StoreError>;
+    /// [`Self::apply_user_batch`], also recording `events` (encoded by the event bus) for the
+    /// other nodes of a cluster in the same transaction: the write never commits without
+    /// them, nor they without it. A store serving a single node has no one to tell: it
+    /// ignores them (the default).
+    async fn apply_user_batch_emitting(
+        &self,
+        changes: Vec<UserChange>,
+        events: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let _ = events;
+        self.apply_user_batch(changes).await
+    }
     /// Records a user's last activity. Not a rule-bearing write: it may be lost in a crash.
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
     /// Users matching a query (filter, sort, paging), never soft-deleted ones. A page whose
@@ -191,6 +203,17 @@ pub trait Store: Send + Sync + 'static {
         settings: &Map<String, Value>,
         expect: u64,
     ) -> Result<u64, StoreError>;
+    /// [`Self::save_app_settings`], also recording `events` for the other nodes of a cluster
+    /// in the same transaction (ignored by a single-node store, the default).
+    async fn save_app_settings_emitting(
+        &self,
+        settings: &Map<String, Value>,
+        expect: u64,
+        events: Vec<String>,
+    ) -> Result<u64, StoreError> {
+        let _ = events;
+        self.save_app_settings(settings, expect).await
+    }
     /// Creates or replaces a task, durably.
     async fn put_task(&self, task: &Task) -> Result<(), StoreError>;
     /// One task.

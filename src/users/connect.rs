@@ -7,11 +7,12 @@ use serde_json::{Map, Value};
 use crate::auth::{self, Identity, TokenClaims};
 use crate::events::UserEvent;
 use crate::model::user::{validate_id, User, SERVER_OWNED_FIELDS};
+use crate::presence::OpenRefused;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, StoreError, UserChange};
 use crate::users::service::{
-    deleted, name_checks, not_allowed_role, same_team_roles, same_teams, store_error, UsersService,
-    GUEST_ROLE,
+    deleted, name_checks, not_allowed_role, same_team_roles, same_teams, store_error, updated,
+    UsersService, GUEST_ROLE,
 };
 
 impl UsersService {
@@ -97,61 +98,94 @@ impl UsersService {
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let (user, changed) = self
-            .write_cycle(|svc| {
-                Box::pin(async move {
-                    let stored = svc.load(user_id).await?;
-                    let (old, expect) = match &stored {
-                        Some(s) => (Some(&s.user), Expect::Version(s.version)),
-                        None => (None, Expect::Absent),
-                    };
-                    svc.check_token_holder(claims, old)?;
-                    if let Some(o) = old {
-                        if o.deleted_at.is_some() {
-                            return Err(deleted(user_id));
+            .write_cycle(
+                |svc| {
+                    Box::pin(async move {
+                        let stored = svc.load(user_id).await?;
+                        let (old, expect) = match &stored {
+                            Some(s) => (Some(&s.user), Expect::Version(s.version)),
+                            None => (None, Expect::Absent),
+                        };
+                        svc.check_token_holder(claims, old)?;
+                        if let Some(o) = old {
+                            if o.deleted_at.is_some() {
+                                return Err(deleted(user_id));
+                            }
+                            if o.deactivated_at.is_some() {
+                                return Err(ApiError::new(
+                                    ErrorCode::NotAllowed,
+                                    format!("the user {user_id} was deactivated"),
+                                ));
+                            }
                         }
-                        if o.deactivated_at.is_some() {
-                            return Err(ApiError::new(
-                                ErrorCode::NotAllowed,
-                                format!("the user {user_id} was deactivated"),
-                            ));
+                        let merged = merge_details(user_id, old, details, now)?;
+                        if old == Some(&merged) {
+                            return Ok((Vec::new(), (merged, false)));
                         }
+                        let mut user = merged;
+                        user.updated_at = now;
+                        // The record is written anyway: it carries the connect's activity too.
+                        user.last_active = Some(now);
+                        let check_names = name_checks(mode, old, &user);
+                        let change = UserChange::Put {
+                            user: user.clone(),
+                            expect,
+                            check_names,
+                            tombstone: false,
+                        };
+                        Ok((vec![change], (user, true)))
+                    })
+                },
+                |(user, changed)| {
+                    if *changed {
+                        vec![updated(user)]
+                    } else {
+                        Vec::new()
                     }
-                    let merged = merge_details(user_id, old, details, now)?;
-                    if old == Some(&merged) {
-                        return Ok((Vec::new(), (merged, false)));
-                    }
-                    let mut user = merged;
-                    user.updated_at = now;
-                    // The record is written anyway: it carries the connect's activity too.
-                    user.last_active = Some(now);
-                    let check_names = name_checks(mode, old, &user);
-                    let change = UserChange::Put {
-                        user: user.clone(),
-                        expect,
-                        check_names,
-                        tombstone: false,
-                    };
-                    Ok((vec![change], (user, true)))
-                })
-            })
+                },
+            )
             .await?;
-        if changed {
-            self.publish_updated(&user).await;
-        }
         Ok((user, changed))
     }
 
-    /// A connection of `user` was admitted on this node (`first_here`: the node held none of
-    /// theirs). Announces that the user came online (invisible users stay offline to
-    /// others) and records the activity unless the connect's own write did.
+    /// Counts an admitted connection of `user_id` in presence, before its first frame
+    /// (`first_here`: the node held none of theirs). Returns whether the user came online, or
+    /// the refusal to send: too many connections across the cluster (code 71), or presence
+    /// unreachable (503, a retryable close).
+    pub async fn count_connection(
+        &self,
+        user_id: &str,
+        first_here: bool,
+    ) -> Result<bool, ApiError> {
+        self.presence
+            .opened(user_id, first_here)
+            .await
+            .map_err(|refused| match refused {
+                OpenRefused::TooMany => ApiError::new(
+                    ErrorCode::TooManyConnections,
+                    format!("user {user_id} has too many connections"),
+                ),
+                OpenRefused::Unavailable(why) => {
+                    tracing::debug!(reason = %why, "presence unreachable");
+                    ApiError::new(
+                        ErrorCode::Unavailable,
+                        "presence is unavailable, retry later",
+                    )
+                }
+            })
+    }
+
+    /// A counted connection of `user` sent its first frame (`came_online`: what
+    /// [`Self::count_connection`] said). Announces that the user came online (invisible users
+    /// stay offline to others) and records the activity unless the connect's own write did.
     pub async fn connection_opened(
         &self,
         user: &User,
-        first_here: bool,
+        came_online: bool,
         activity_recorded: bool,
         at: Timestamp,
     ) {
-        if self.presence.opened(&user.id, first_here).await && !user.invisible {
+        if came_online && !user.invisible {
             self.publish(UserEvent::PresenceChanged {
                 user_id: user.id.clone(),
                 online: true,

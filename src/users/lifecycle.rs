@@ -9,7 +9,9 @@ use crate::model::bounds;
 use crate::model::user::{validate_id, User};
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, Task, UserChange};
-use crate::users::service::{deleted, missing, name_checks, store_error, UsersService, MAX_BATCH};
+use crate::users::service::{
+    deleted, missing, name_checks, store_error, updated, UsersService, MAX_BATCH,
+};
 
 /// Most users in one export task.
 pub const MAX_EXPORT: usize = 25;
@@ -122,22 +124,26 @@ impl UsersService {
         };
         let now = Timestamp::now();
         let user = self
-            .write_cycle(|svc| {
-                Box::pin(async move {
-                    let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
-                    if stored.user.deleted_at.is_some() && mode == DeleteMode::Soft {
-                        return Err(deleted(id));
-                    }
-                    let (change, user) = svc.delete_change(stored, mode, now);
-                    Ok((vec![change], user))
-                })
-            })
+            .write_cycle(
+                |svc| {
+                    Box::pin(async move {
+                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                        if stored.user.deleted_at.is_some() && mode == DeleteMode::Soft {
+                            return Err(deleted(id));
+                        }
+                        let (change, user) = svc.delete_change(stored, mode, now);
+                        Ok((vec![change], user))
+                    })
+                },
+                |user| {
+                    vec![UserEvent::Deleted {
+                        user: user.clone(),
+                        hard,
+                        mark_messages_deleted,
+                    }]
+                },
+            )
             .await?;
-        self.publish(UserEvent::Deleted {
-            user: user.clone(),
-            hard,
-            mark_messages_deleted,
-        });
         Ok(user)
     }
 
@@ -171,7 +177,7 @@ impl UsersService {
                 ));
             }
             let now = Timestamp::now();
-            let (users, result) = self
+            let (_, result) = self
                 .write_cycle(|svc| {
                     let ids = &ids;
                     Box::pin(async move {
@@ -196,15 +202,12 @@ impl UsersService {
                         }
                         Ok((changes, (users, result)))
                     })
-                })
-                .await?;
-            for u in &users {
-                self.publish(UserEvent::Deleted {
+                }, |(users, _)| users.iter().map(|u| UserEvent::Deleted {
                     user: u.clone(),
                     hard: mode == DeleteMode::Hard,
                     mark_messages_deleted: false,
-                });
-            }
+                }).collect())
+                .await?;
             Ok(result)
         };
         let result = run.await?;
@@ -216,8 +219,8 @@ impl UsersService {
         let ids = ids_of(body, MAX_BATCH)?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
-        let users = self
-            .write_cycle(|svc| {
+        self.write_cycle(
+            |svc| {
                 let ids = &ids;
                 Box::pin(async move {
                     let mut changes = Vec::new();
@@ -245,11 +248,10 @@ impl UsersService {
                     }
                     Ok((changes, users))
                 })
-            })
-            .await?;
-        for u in &users {
-            self.publish_updated(u).await;
-        }
+            },
+            |users| users.iter().map(updated).collect(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -266,38 +268,43 @@ impl UsersService {
         let by = self.creator(body).await?;
         let now = Timestamp::now();
         let users = self
-            .write_cycle(|svc| {
-                Box::pin(async move {
-                    let mut changes = Vec::new();
-                    let mut users = Vec::new();
-                    for id in ids {
-                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
-                        if stored.user.deleted_at.is_some() {
-                            return Err(deleted(id));
+            .write_cycle(
+                |svc| {
+                    Box::pin(async move {
+                        let mut changes = Vec::new();
+                        let mut users = Vec::new();
+                        for id in ids {
+                            let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                            if stored.user.deleted_at.is_some() {
+                                return Err(deleted(id));
+                            }
+                            let mut user = stored.user;
+                            if user.deactivated_at.is_none() {
+                                user.deactivated_at = Some(now);
+                                user.updated_at = now;
+                                changes.push(UserChange::Put {
+                                    user: user.clone(),
+                                    expect: Expect::Version(stored.version),
+                                    check_names: Vec::new(),
+                                    tombstone: false,
+                                });
+                            }
+                            users.push(user);
                         }
-                        let mut user = stored.user;
-                        if user.deactivated_at.is_none() {
-                            user.deactivated_at = Some(now);
-                            user.updated_at = now;
-                            changes.push(UserChange::Put {
-                                user: user.clone(),
-                                expect: Expect::Version(stored.version),
-                                check_names: Vec::new(),
-                                tombstone: false,
-                            });
-                        }
-                        users.push(user);
-                    }
-                    Ok((changes, users))
-                })
-            })
+                        Ok((changes, users))
+                    })
+                },
+                |users| {
+                    users
+                        .iter()
+                        .map(|u| UserEvent::Deactivated {
+                            user: u.clone(),
+                            created_by: by.clone(),
+                        })
+                        .collect()
+                },
+            )
             .await?;
-        for u in &users {
-            self.publish(UserEvent::Deactivated {
-                user: u.clone(),
-                created_by: by.clone(),
-            });
-        }
         Ok(users)
     }
 
@@ -334,45 +341,52 @@ impl UsersService {
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let users = self
-            .write_cycle(|svc| {
-                Box::pin(async move {
-                    let mut changes = Vec::new();
-                    let mut users = Vec::new();
-                    for id in ids {
-                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
-                        if stored.user.deleted_at.is_some() {
-                            return Err(deleted(id));
+            .write_cycle(
+                |svc| {
+                    Box::pin(async move {
+                        let mut changes = Vec::new();
+                        let mut users = Vec::new();
+                        for id in ids {
+                            let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                            if stored.user.deleted_at.is_some() {
+                                return Err(deleted(id));
+                            }
+                            if stored.user.deactivated_at.is_none() {
+                                return Err(ApiError::input(format!(
+                                    "user {id} is not deactivated"
+                                )));
+                            }
+                            let old = stored.user;
+                            let mut user = old.clone();
+                            user.deactivated_at = None;
+                            user.updated_at = now;
+                            if let Some(n) = name {
+                                user.name = Some(n.to_owned());
+                                bounds::check_user_size(&user)?;
+                            }
+                            let check_names = name_checks(mode, Some(&old), &user);
+                            users.push(user.clone());
+                            changes.push(UserChange::Put {
+                                user,
+                                expect: Expect::Version(stored.version),
+                                check_names,
+                                tombstone: false,
+                            });
                         }
-                        if stored.user.deactivated_at.is_none() {
-                            return Err(ApiError::input(format!("user {id} is not deactivated")));
-                        }
-                        let old = stored.user;
-                        let mut user = old.clone();
-                        user.deactivated_at = None;
-                        user.updated_at = now;
-                        if let Some(n) = name {
-                            user.name = Some(n.to_owned());
-                            bounds::check_user_size(&user)?;
-                        }
-                        let check_names = name_checks(mode, Some(&old), &user);
-                        users.push(user.clone());
-                        changes.push(UserChange::Put {
-                            user,
-                            expect: Expect::Version(stored.version),
-                            check_names,
-                            tombstone: false,
-                        });
-                    }
-                    Ok((changes, users))
-                })
-            })
+                        Ok((changes, users))
+                    })
+                },
+                |users| {
+                    users
+                        .iter()
+                        .map(|u| UserEvent::Reactivated {
+                            user: u.clone(),
+                            created_by: by.clone(),
+                        })
+                        .collect()
+                },
+            )
             .await?;
-        for u in &users {
-            self.publish(UserEvent::Reactivated {
-                user: u.clone(),
-                created_by: by.clone(),
-            });
-        }
         Ok(users)
     }
 

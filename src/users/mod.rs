@@ -17,4 +17,4 @@ pub mod service;
 pub mod settings;
 pub mod writes;
 
-pub use service::{Caller, UsersService};
+pub use service::{Caller, SettingsWatch, UsersService};

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use crate::auth::Secret;
-use crate::events::{EventBus, UserEvent};
+use crate::events::{EventBus, EventSink, UserEvent};
 use crate::model::query::UserQuery;
 use crate::model::user::User;
 use crate::model::username::{normalise, Enforcement};
@@ -30,6 +30,36 @@ const MAX_ATTEMPTS: usize = 16;
 pub(crate) type BoxedCompute<'a, T> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<(Vec<UserChange>, T), ApiError>> + Send + 'a>,
 >;
+
+/// Re-reads the service's app settings when the bus says they changed: on a cluster node,
+/// when another node saved them.
+pub struct SettingsWatch(std::sync::Weak<UsersService>);
+
+impl SettingsWatch {
+    /// A watch for `svc`.
+    pub fn new(svc: &Arc<UsersService>) -> Arc<Self> {
+        Arc::new(Self(Arc::downgrade(svc)))
+    }
+}
+
+impl EventSink for SettingsWatch {
+    fn deliver(&self, event: &UserEvent, _frame: Option<&Arc<str>>) {
+        if !matches!(event, UserEvent::AppSettingsChanged) {
+            return;
+        }
+        if let (Some(svc), Ok(rt)) = (self.0.upgrade(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move { svc.reload_settings().await });
+        }
+    }
+}
+
+/// `user.updated` for a written user (its `online` is set by the write cycle).
+pub(crate) fn updated(user: &User) -> UserEvent {
+    UserEvent::Updated {
+        user: user.clone(),
+        online: false,
+    }
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,24 +275,39 @@ impl UsersService {
         self.presence.online(&[user_id]).await.first() == Some(&true)
     }
 
-    /// Publishes `user.updated` for a written user.
-    pub(crate) async fn publish_updated(&self, user: &User) {
-        let online = self.is_online(&user.id).await;
-        self.publish(UserEvent::Updated {
-            user: user.clone(),
-            online,
-        });
+    /// Sets the `online` of `user.updated` events from presence (events are made without it).
+    async fn with_presence(&self, events: &mut [UserEvent]) {
+        for e in events {
+            if let UserEvent::Updated { user, online } = e {
+                *online = self.is_online(&user.id).await;
+            }
+        }
     }
 
-    /// Runs `compute` against fresh reads until the store accepts the batch it builds.
-    pub(crate) async fn write_cycle<'a, T, F>(&'a self, mut compute: F) -> Result<T, ApiError>
+    /// Runs `compute` against fresh reads until the store accepts the batch it builds, with
+    /// the events `events_of` tells of its outcome: recorded with the batch for other nodes
+    /// (when the bus has any), and handed to this node's subscribers once it is durable.
+    pub(crate) async fn write_cycle<'a, T, F, E>(
+        &'a self,
+        mut compute: F,
+        events_of: E,
+    ) -> Result<T, ApiError>
     where
         F: FnMut(&'a Self) -> BoxedCompute<'a, T>,
+        E: Fn(&T) -> Vec<UserEvent>,
     {
         for _ in 0..MAX_ATTEMPTS {
             let (changes, out) = compute(self).await?;
-            match self.store.apply_user_batch(changes).await {
-                Ok(()) => return Ok(out),
+            let mut events = events_of(&out);
+            self.with_presence(&mut events).await;
+            let encoded = events.iter().filter_map(|e| self.bus.encode(e)).collect();
+            match self.store.apply_user_batch_emitting(changes, encoded).await {
+                Ok(()) => {
+                    for e in events {
+                        self.bus.committed(e);
+                    }
+                    return Ok(out);
+                }
                 Err(StoreError::Conflict(id)) => {
                     tracing::debug!(user_id = %id, "concurrent write, retrying");
                     tokio::task::yield_now().await;
@@ -393,18 +438,27 @@ impl UsersService {
             let stored = self.store.app_settings().await.map_err(store_error)?;
             let current = AppSettings::from_stored(stored.settings);
             let next = current.merged(patch)?;
+            let mut events = vec![UserEvent::AppSettingsChanged];
+            if patch.contains_key("revoke_tokens_issued_before") {
+                if let Some(before) = next.revoke_before() {
+                    events.push(UserEvent::TokensRevoked {
+                        user_id: None,
+                        before,
+                    });
+                }
+            }
+            let encoded = events.iter().filter_map(|e| self.bus.encode(e)).collect();
             match self
                 .store
-                .save_app_settings(next.stored(), stored.version)
+                .save_app_settings_emitting(next.stored(), stored.version, encoded)
                 .await
             {
-                Ok(version) => break (version, next),
+                Ok(version) => break (version, next, events),
                 Err(StoreError::SettingsChanged) if attempts < MAX_ATTEMPTS => attempts += 1,
                 Err(e) => return Err(store_error(e)),
             }
         };
-        let (version, next) = next;
-        let revoke = next.revoke_before();
+        let (version, next, events) = next;
         {
             let mut cached = self.settings.write().unwrap_or_else(|p| p.into_inner());
             // Concurrent saves finish in any order; the cache keeps the newest.
@@ -412,16 +466,26 @@ impl UsersService {
                 *cached = (version, Arc::new(next));
             }
         }
-        self.publish(UserEvent::AppSettingsChanged);
-        if patch.contains_key("revoke_tokens_issued_before") {
-            if let Some(before) = revoke {
-                self.publish(UserEvent::TokensRevoked {
-                    user_id: None,
-                    before,
-                });
-            }
+        for e in events {
+            self.bus.committed(e);
         }
         Ok(())
+    }
+
+    /// Re-reads the app settings (another node saved them), keeping the newest version.
+    pub async fn reload_settings(&self) {
+        match self.store.app_settings().await {
+            Ok(stored) => {
+                let mut cached = self.settings.write().unwrap_or_else(|p| p.into_inner());
+                if cached.0 < stored.version {
+                    *cached = (
+                        stored.version,
+                        Arc::new(AppSettings::from_stored(stored.settings)),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "app settings not re-read"),
+        }
     }
 
     /// Whether the store takes writes, for `/healthz`.

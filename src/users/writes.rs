@@ -9,7 +9,7 @@ use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, UserChange};
 use crate::users::patch::Patch;
 use crate::users::service::{
-    deleted, missing, name_checks, not_allowed_role, same_team_roles, same_teams, Caller,
+    deleted, missing, name_checks, not_allowed_role, same_team_roles, same_teams, updated, Caller,
     UsersService, GUEST_ROLE, MAX_BATCH,
 };
 
@@ -45,63 +45,56 @@ impl UsersService {
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let written = self
-            .write_cycle(|svc| {
-                let inputs = &inputs;
-                let caller = caller.clone();
-                Box::pin(async move {
-                    let mut changes = Vec::with_capacity(inputs.len());
-                    let mut out = Vec::with_capacity(inputs.len());
-                    for (id, fields, _) in inputs {
-                        let stored = svc.load(id).await?;
-                        let (mut user, expect, old) = match stored {
-                            Some(s) => {
-                                if s.user.deleted_at.is_some() {
-                                    return Err(deleted(id));
+            .write_cycle(
+                |svc| {
+                    let inputs = &inputs;
+                    let caller = caller.clone();
+                    Box::pin(async move {
+                        let mut changes = Vec::with_capacity(inputs.len());
+                        let mut out = Vec::with_capacity(inputs.len());
+                        for (id, fields, _) in inputs {
+                            let stored = svc.load(id).await?;
+                            let (mut user, expect, old) = match stored {
+                                Some(s) => {
+                                    if s.user.deleted_at.is_some() {
+                                        return Err(deleted(id));
+                                    }
+                                    if s.user.deactivated_at.is_some() {
+                                        return Err(ApiError::new(
+                                            ErrorCode::DoesNotExist,
+                                            format!("the user {id} was deactivated"),
+                                        ));
+                                    }
+                                    (s.user.clone(), Expect::Version(s.version), Some(s.user))
                                 }
-                                if s.user.deactivated_at.is_some() {
-                                    return Err(ApiError::new(
-                                        ErrorCode::DoesNotExist,
-                                        format!("the user {id} was deactivated"),
-                                    ));
-                                }
-                                (s.user.clone(), Expect::Version(s.version), Some(s.user))
+                                None => (User::new(id, now), Expect::Absent, None),
+                            };
+                            user.replace_settable(fields)?;
+                            if let Caller::User(_) = caller {
+                                svc.check_client_owned(old.as_ref(), &user)?;
                             }
-                            None => (User::new(id, now), Expect::Absent, None),
-                        };
-                        user.replace_settable(fields)?;
-                        if let Caller::User(_) = caller {
-                            svc.check_client_owned(old.as_ref(), &user)?;
+                            user.updated_at = now;
+                            let check_names = name_checks(mode, old.as_ref(), &user);
+                            out.push((user.clone(), takes_over_guest(old.as_ref(), &user)));
+                            changes.push(UserChange::Put {
+                                user,
+                                expect,
+                                check_names,
+                                tombstone: false,
+                            });
                         }
-                        user.updated_at = now;
-                        let check_names = name_checks(mode, old.as_ref(), &user);
-                        out.push((user.clone(), takes_over_guest(old.as_ref(), &user)));
-                        changes.push(UserChange::Put {
-                            user,
-                            expect,
-                            check_names,
-                            tombstone: false,
-                        });
-                    }
-                    Ok((changes, out))
-                })
-            })
+                        Ok((changes, out))
+                    })
+                },
+                |written| {
+                    written
+                        .iter()
+                        .flat_map(|(u, taken_over)| write_events(u, *taken_over, None))
+                        .collect()
+                },
+            )
             .await?;
-        let mut users = Vec::with_capacity(written.len());
-        for (u, taken_over) in written {
-            self.publish_update(&u, taken_over).await;
-            users.push(u);
-        }
-        Ok(users)
-    }
-
-    /// Publishes a written user; a guest taken over by the back end loses its guest sessions.
-    async fn publish_update(&self, user: &User, taken_over: bool) {
-        self.publish_updated(user).await;
-        if taken_over {
-            self.publish(UserEvent::GuestTakenOver {
-                user_id: user.id.clone(),
-            });
-        }
+        Ok(written.into_iter().map(|(u, _)| u).collect())
     }
 
     /// A client may not change its own role or teams (403, code 17).
@@ -178,55 +171,52 @@ impl UsersService {
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let written = self
-            .write_cycle(|svc| {
-                let patches = &patches;
-                let caller = caller.clone();
-                Box::pin(async move {
-                    let mut changes = Vec::new();
-                    let mut out = Vec::new();
-                    for (id, patch, revoke) in patches {
-                        let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
-                        if stored.user.deleted_at.is_some() {
-                            return Err(deleted(id));
+            .write_cycle(
+                |svc| {
+                    let patches = &patches;
+                    let caller = caller.clone();
+                    Box::pin(async move {
+                        let mut changes = Vec::new();
+                        let mut out = Vec::new();
+                        for (id, patch, revoke) in patches {
+                            let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
+                            if stored.user.deleted_at.is_some() {
+                                return Err(deleted(id));
+                            }
+                            let old = stored.user;
+                            let mut fields = old.settable_fields();
+                            patch.apply(&mut fields);
+                            let mut user = old.clone();
+                            user.replace_settable(&fields)?;
+                            if let Some(r) = revoke {
+                                user.revoke_tokens_issued_before = *r;
+                            }
+                            if caller != Caller::Server {
+                                svc.check_client_owned(Some(&old), &user)?;
+                            }
+                            user.updated_at = now;
+                            let check_names = name_checks(mode, Some(&old), &user);
+                            let taken_over = takes_over_guest(Some(&old), &user);
+                            out.push((user.clone(), revoke.flatten(), taken_over));
+                            changes.push(UserChange::Put {
+                                user,
+                                expect: Expect::Version(stored.version),
+                                check_names,
+                                tombstone: false,
+                            });
                         }
-                        let old = stored.user;
-                        let mut fields = old.settable_fields();
-                        patch.apply(&mut fields);
-                        let mut user = old.clone();
-                        user.replace_settable(&fields)?;
-                        if let Some(r) = revoke {
-                            user.revoke_tokens_issued_before = *r;
-                        }
-                        if caller != Caller::Server {
-                            svc.check_client_owned(Some(&old), &user)?;
-                        }
-                        user.updated_at = now;
-                        let check_names = name_checks(mode, Some(&old), &user);
-                        let taken_over = takes_over_guest(Some(&old), &user);
-                        out.push((user.clone(), revoke.flatten(), taken_over));
-                        changes.push(UserChange::Put {
-                            user,
-                            expect: Expect::Version(stored.version),
-                            check_names,
-                            tombstone: false,
-                        });
-                    }
-                    Ok((changes, out))
-                })
-            })
+                        Ok((changes, out))
+                    })
+                },
+                |written| {
+                    written
+                        .iter()
+                        .flat_map(|(u, revoke, taken_over)| write_events(u, *taken_over, *revoke))
+                        .collect()
+                },
+            )
             .await?;
-        let mut users = Vec::with_capacity(written.len());
-        for (u, revoke, taken_over) in written {
-            self.publish_update(&u, taken_over).await;
-            if let Some(before) = revoke {
-                self.publish(UserEvent::TokensRevoked {
-                    user_id: Some(u.id.clone()),
-                    before,
-                });
-            }
-            users.push(u);
-        }
-        Ok(users)
+        Ok(written.into_iter().map(|(u, _, _)| u).collect())
     }
 
     /// `POST /guest`: creates (or re-enters) a guest user and mints its token.
@@ -259,38 +249,62 @@ impl UsersService {
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let user = self
-            .write_cycle(|svc| {
-                let fields = &fields;
-                let id = &id;
-                Box::pin(async move {
-                    let stored = svc.load(id).await?;
-                    let (mut user, expect, old) = match stored {
-                        Some(s) if s.user.role != GUEST_ROLE => {
-                            return Err(ApiError::input(format!(
-                                "user {id} already exists and is not a guest"
-                            )))
-                        }
-                        Some(s) if !s.user.is_active() => return Err(deleted(id)),
-                        Some(s) => (s.user.clone(), Expect::Version(s.version), Some(s.user)),
-                        None => (User::new(id, now), Expect::Absent, None),
-                    };
-                    user.replace_settable(fields)?;
-                    user.updated_at = now;
-                    let check_names = name_checks(mode, old.as_ref(), &user);
-                    let change = UserChange::Put {
-                        user: user.clone(),
-                        expect,
-                        check_names,
-                        tombstone: false,
-                    };
-                    Ok((vec![change], user))
-                })
-            })
+            .write_cycle(
+                |svc| {
+                    let fields = &fields;
+                    let id = &id;
+                    Box::pin(async move {
+                        let stored = svc.load(id).await?;
+                        let (mut user, expect, old) = match stored {
+                            Some(s) if s.user.role != GUEST_ROLE => {
+                                return Err(ApiError::input(format!(
+                                    "user {id} already exists and is not a guest"
+                                )))
+                            }
+                            Some(s) if !s.user.is_active() => return Err(deleted(id)),
+                            Some(s) => (s.user.clone(), Expect::Version(s.version), Some(s.user)),
+                            None => (User::new(id, now), Expect::Absent, None),
+                        };
+                        user.replace_settable(fields)?;
+                        user.updated_at = now;
+                        let check_names = name_checks(mode, old.as_ref(), &user);
+                        let change = UserChange::Put {
+                            user: user.clone(),
+                            expect,
+                            check_names,
+                            tombstone: false,
+                        };
+                        Ok((vec![change], user))
+                    })
+                },
+                |user| vec![updated(user)],
+            )
             .await?;
-        self.publish_updated(&user).await;
         let token = self.mint_guest_token(&user.id);
         Ok((user, token))
     }
+}
+
+/// The events of a written user: `user.updated`; the end of its guest sessions when the back
+/// end took a guest over; the revocation of its tokens when the write set one.
+fn write_events(
+    user: &User,
+    taken_over: bool,
+    revoked_before: Option<Timestamp>,
+) -> Vec<UserEvent> {
+    let mut events = vec![updated(user)];
+    if taken_over {
+        events.push(UserEvent::GuestTakenOver {
+            user_id: user.id.clone(),
+        });
+    }
+    if let Some(before) = revoked_before {
+        events.push(UserEvent::TokensRevoked {
+            user_id: Some(user.id.clone()),
+            before,
+        });
+    }
+    events
 }
 
 /// The same user twice in one batch: each change would expect the state the other one

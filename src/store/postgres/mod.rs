@@ -3,7 +3,7 @@
 //!
 //! Modules: `schema` (tables, stored version, migrations), `users` (user batches with their
 //! name and tombstone rules, single-user reads), `queries` (user queries), `records` (app
-//! settings, tasks, exports).
+//! settings, tasks, exports), `outbox` (events recorded with the writes, for other nodes).
 //!
 //! A PostgreSQL outage is an error, never a hang: connecting is bounded by the connect
 //! timeout, every statement by `statement_timeout` on the server, and every store call by the
@@ -13,6 +13,7 @@
 //! probe) found no working connection, [`Store::health`] says so, and `/healthz` answers
 //! 503. TLS is not supported yet (`NoTls`).
 
+pub mod outbox;
 mod queries;
 mod records;
 pub mod schema;
@@ -20,7 +21,7 @@ mod users;
 
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,6 +73,10 @@ struct Inner {
     /// Why the last call found no working connection; cleared by the next call that
     /// reaches the server. What [`Store::health`] reports.
     unreachable: Mutex<Option<String>>,
+    /// The node whose events the outbox records (set by the cluster; empty alone).
+    node: RwLock<Arc<str>>,
+    /// Why the node took itself out of service (the cluster's fencing), for `/healthz`.
+    fenced: Mutex<Option<String>>,
 }
 
 /// Checks a connection string without connecting (for configuration validation).
@@ -79,6 +84,22 @@ pub fn parse_url(url: &str) -> Result<(), String> {
     tokio_postgres::Config::from_str(url)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// How every connection of the store (and the cluster's dedicated ones) connects: bounded
+/// connect, TCP keepalives and user timeout, `statement_timeout` of one call.
+pub fn connect_config(options: &PgOptions) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config = tokio_postgres::Config::from_str(&options.url)
+        .map_err(|e| StoreError::Backend(format!("store.postgres_url: {e}")))?;
+    let statement_ms = options.call_timeout.as_millis().max(1);
+    config
+        .connect_timeout(options.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .tcp_user_timeout(options.call_timeout)
+        .options(format!("-c statement_timeout={statement_ms}"))
+        .application_name("chat-gateway");
+    Ok(config)
 }
 
 /// A driver error as a store error: no working connection (closed, refused, timed out) is
@@ -121,16 +142,7 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, S
 impl PostgresStore {
     /// Connects, creates or migrates the schema (refusing a newer one), and opens the pool.
     pub async fn open(options: &PgOptions) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(&options.url)
-            .map_err(|e| StoreError::Backend(format!("store.postgres_url: {e}")))?;
-        let statement_ms = options.call_timeout.as_millis().max(1);
-        config
-            .connect_timeout(options.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            .tcp_user_timeout(options.call_timeout)
-            .options(format!("-c statement_timeout={statement_ms}"))
-            .application_name("chat-gateway");
+        let config = connect_config(options)?;
         let deadline = options.connect_timeout + options.call_timeout;
         let (mut client, connection) = tokio::time::timeout(deadline, config.connect(NoTls))
             .await
@@ -162,8 +174,39 @@ impl PostgresStore {
                 pool,
                 call_timeout: options.call_timeout,
                 unreachable: Mutex::new(None),
+                node: RwLock::new(Arc::from("")),
+                fenced: Mutex::new(None),
             }),
         })
+    }
+
+    /// Names the node whose events [`Store::apply_user_batch_emitting`] records.
+    pub fn set_node(&self, node: &str) {
+        *self.inner.node.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(node);
+    }
+
+    fn node(&self) -> Arc<str> {
+        self.inner
+            .node
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The stored users among `ids` (deleted ones too; erased ones are missing), by id.
+    pub async fn get_users(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, StoredUser>, StoreError> {
+        self.bounded("get_users", async {
+            users::get_users(&**self.client().await?, ids).await
+        })
+        .await
+    }
+
+    /// Marks the node out of service (`Some(reason)`) or back in it, for `/healthz`.
+    pub fn set_fenced(&self, reason: Option<String>) {
+        *self.inner.fenced.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     /// Asks the server `SELECT 1` every `every`, so that [`Store::health`] (and `/healthz`)
@@ -190,12 +233,17 @@ impl PostgresStore {
     }
 
     /// A pooled connection.
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+    pub async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.inner.pool.get().await.map_err(pool_error)
     }
 
+    /// The deadline of one store call.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.call_timeout
+    }
+
     /// Runs one store call within the call deadline, noting whether it reached the server.
-    async fn bounded<T>(
+    pub async fn bounded<T>(
         &self,
         what: &str,
         call: impl Future<Output = Result<T, StoreError>>,
@@ -248,12 +296,21 @@ impl Store for PostgresStore {
     }
 
     async fn apply_user_batch(&self, changes: Vec<UserChange>) -> Result<(), StoreError> {
-        if changes.is_empty() {
+        self.apply_user_batch_emitting(changes, Vec::new()).await
+    }
+
+    async fn apply_user_batch_emitting(
+        &self,
+        changes: Vec<UserChange>,
+        events: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() && events.is_empty() {
             return Ok(());
         }
+        let node = self.node();
         self.bounded("apply_user_batch", async {
             let mut client = self.client().await?;
-            users::apply_batch(&mut client, &changes).await
+            users::apply_batch(&mut client, &changes, &node, &events).await
         })
         .await
     }
@@ -291,8 +348,20 @@ impl Store for PostgresStore {
         settings: &Map<String, Value>,
         expect: u64,
     ) -> Result<u64, StoreError> {
+        self.save_app_settings_emitting(settings, expect, Vec::new())
+            .await
+    }
+
+    async fn save_app_settings_emitting(
+        &self,
+        settings: &Map<String, Value>,
+        expect: u64,
+        events: Vec<String>,
+    ) -> Result<u64, StoreError> {
+        let node = self.node();
         self.bounded("save_app_settings", async {
-            records::save_app_settings(&**self.client().await?, settings, expect).await
+            let mut client = self.client().await?;
+            records::save_app_settings(&mut client, settings, expect, &node, &events).await
         })
         .await
     }
@@ -331,6 +400,15 @@ impl Store for PostgresStore {
     }
 
     fn health(&self) -> StoreHealth {
+        if let Some(why) = self
+            .inner
+            .fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return StoreHealth::Degraded(why.clone());
+        }
         let unreachable = self
             .inner
             .unreachable

@@ -26,7 +26,26 @@ pub async fn app_settings(client: &impl GenericClient) -> Result<StoredSettings,
 /// statement, so no transaction is needed: the insert of the first save conflicts with a
 /// concurrent first save, and the update re-checks the version after waiting for a
 /// concurrent one (READ COMMITTED).
+///
+/// With `events`, the save and their record in the outbox (by `node`) are one transaction.
 pub async fn save_app_settings(
+    client: &mut deadpool_postgres::Client,
+    settings: &Map<String, Value>,
+    expect: u64,
+    node: &str,
+    events: &[String],
+) -> Result<u64, StoreError> {
+    if events.is_empty() {
+        return save_settings(&***client, settings, expect).await;
+    }
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let version = save_settings(&*tx, settings, expect).await?;
+    super::outbox::record(&tx, node, events).await?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(version)
+}
+
+async fn save_settings(
     client: &impl GenericClient,
     settings: &Map<String, Value>,
     expect: u64,

@@ -19,6 +19,17 @@
 //! - `app_settings (id smallint primary key = 1, version bigint, doc text)`: the one settings
 //!   object and its version (no row: version 0, empty settings).
 //! - `tasks (id text primary key, doc text)`, `exports (id text primary key, doc text)`.
+//!
+//! Added by version 2, for several nodes sharing the database (see `crate::cluster`):
+//! - `outbox (seq bigserial primary key, node text, at timestamptz, event text)`: the events
+//!   of each write, recorded in the write's transaction (see `outbox`); pruned after an hour.
+//! - `nodes (id text primary key, lock_key bigint, lease_until timestamptz, started_at
+//!   timestamptz)`: the live gateway nodes and their leases. `UNLOGGED`, like `presence`:
+//!   both are rebuilt from the nodes' live connections when a crash of the database empties
+//!   them.
+//! - `presence (node text, user_id text, conns int, primary key (node, user_id))`: how many
+//!   connections each node holds for each user — the cluster-wide per-user limit and
+//!   `online` are sums over it.
 
 use tokio_postgres::Client;
 
@@ -26,8 +37,9 @@ use super::pg_error;
 use crate::store::StoreError;
 
 /// The schema version this build writes. Migrations, numbered by the version they produce:
-/// - 1: every table above.
-pub const SCHEMA_VERSION: i64 = 1;
+/// - 1: the users, names, tombstones, settings, tasks and exports.
+/// - 2: the outbox, nodes and presence.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The session advisory lock held while migrating (an arbitrary constant: "cgschema").
 const MIGRATION_LOCK: i64 = 0x6367_7363_6865_6d61;
@@ -67,8 +79,71 @@ CREATE TABLE exports (
 );
 "#;
 
+/// Migration 2: what nodes share beside the users (the outbox, leases, presence), and the
+/// two presence functions (one round trip each for a connect and a disconnect).
+const V2: &str = r#"
+CREATE TABLE outbox (
+    seq bigserial PRIMARY KEY,
+    node text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    event text NOT NULL
+);
+CREATE INDEX outbox_at ON outbox (at);
+CREATE UNLOGGED TABLE nodes (
+    id text PRIMARY KEY,
+    lock_key bigint NOT NULL,
+    lease_until timestamptz NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNLOGGED TABLE presence (
+    node text NOT NULL,
+    user_id text NOT NULL,
+    conns integer NOT NULL,
+    PRIMARY KEY (node, user_id)
+);
+CREATE INDEX presence_by_user ON presence (user_id);
+-- A connection of p_user opens on p_node: -1 when the user already holds p_max
+-- connections across the cluster (nothing recorded), else how many it held before.
+CREATE FUNCTION presence_open(p_node text, p_user text, p_max integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    held integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(p_user));
+    SELECT coalesce(sum(conns), 0) INTO held FROM presence WHERE user_id = p_user;
+    IF held >= p_max THEN
+        RETURN -1;
+    END IF;
+    INSERT INTO presence (node, user_id, conns) VALUES (p_node, p_user, 1)
+    ON CONFLICT (node, user_id) DO UPDATE SET conns = presence.conns + 1;
+    RETURN held;
+END
+$$;
+-- A connection of p_user on p_node closed: how many the user still holds across the
+-- cluster, or -1 when p_node held none (a reaped node's late close: nothing to undo).
+CREATE FUNCTION presence_close(p_node text, p_user text) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    left_here integer;
+    held integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(p_user));
+    UPDATE presence SET conns = conns - 1 WHERE node = p_node AND user_id = p_user
+    RETURNING conns INTO left_here;
+    IF NOT FOUND THEN
+        RETURN -1;
+    END IF;
+    IF left_here <= 0 THEN
+        DELETE FROM presence WHERE node = p_node AND user_id = p_user;
+    END IF;
+    SELECT coalesce(sum(conns), 0) INTO held FROM presence WHERE user_id = p_user;
+    RETURN held;
+END
+$$;
+"#;
+
 /// The migrations in order: `MIGRATIONS[i]` produces version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses one written by a newer build.
 /// Holds a session advisory lock for the whole run on this dedicated connection, so several

@@ -93,8 +93,14 @@ fn failed(id: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     }
 }
 
-/// Applies a batch as one transaction; see the module documentation.
-pub async fn apply_batch(client: &mut Client, changes: &[UserChange]) -> Result<(), StoreError> {
+/// Applies a batch as one transaction, with its events for the other nodes (recorded by
+/// `node` in the outbox); see the module documentation.
+pub async fn apply_batch(
+    client: &mut Client,
+    changes: &[UserChange],
+    node: &str,
+    events: &[String],
+) -> Result<(), StoreError> {
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::ReadCommitted)
@@ -114,6 +120,7 @@ pub async fn apply_batch(client: &mut Client, changes: &[UserChange]) -> Result<
     for change in changes {
         apply_change(&tx, change).await?;
     }
+    super::outbox::record(&tx, node, events).await?;
     // Dropping an uncommitted transaction (on any error above) rolls it back.
     tx.commit().await.map_err(pg_error)
 }
@@ -338,6 +345,23 @@ pub async fn get_user(
         .map_err(pg_error)?;
     row.map(|r| stored_user(r.get(0), r.get(1), r.get(2)))
         .transpose()
+}
+
+/// The users among `ids`, by id.
+pub async fn get_users(
+    client: &impl GenericClient,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, StoredUser>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT id, version, doc, last_active FROM users WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|r| Ok((r.get(0), stored_user(r.get(1), r.get(2), r.get(3))?)))
+        .collect()
 }
 
 /// Records a user's last activity, outside its version; nothing for an erased user.
