@@ -65,6 +65,8 @@ struct Listener {
     seen: Seen,
     /// The database clock (Unix ms) when the connection was last known to work.
     alive_at_ms: Option<i64>,
+    /// The current session got as far as listening (and catching up).
+    listened: bool,
 }
 
 /// Starts the listener; returns once it listens (or why its first connection failed).
@@ -74,6 +76,7 @@ pub(super) async fn start(node: Arc<Node>) -> Result<(), StoreError> {
         node,
         seen: Seen::default(),
         alive_at_ms: None,
+        listened: false,
     };
     tokio::spawn(listener.run(ready_tx));
     ready_rx
@@ -89,18 +92,20 @@ impl Listener {
             if Arc::strong_count(&self.node) == 1 {
                 return;
             }
+            self.listened = false;
             let ended = self.session(&mut ready).await;
             if let Some(ready) = ready.take() {
                 // The first connection failed: the node does not start.
                 let _ = ready.send(ended);
                 return;
             }
-            match ended {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cluster listener disconnected; reconnecting");
-                    metrics::counter!("cluster_listener_reconnects").increment(1);
-                }
+            if self.listened {
+                // It worked until now: the next attempt is quick again.
+                backoff = Duration::from_millis(100);
+            }
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, "cluster listener disconnected; reconnecting");
+                metrics::counter!("cluster_listener_reconnects").increment(1);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -172,6 +177,7 @@ impl Listener {
             );
         }
         self.alive_at_ms = Some(now_ms);
+        self.listened = true;
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
