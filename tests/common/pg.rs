@@ -84,37 +84,60 @@ initdb --no-sync -A trust -U postgres -E UTF8 -D "$dir/data" >"$dir/initdb.log" 
 pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 \
   -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
   start >/dev/null 2>&1 || { echo "failed pg_ctl start: $(tail -n 5 "$dir/server.log")"; exit 1; }
-echo "ready"
+echo "ready $dir"
 read -r _ || true
 "#;
 
 fn start_throwaway() -> Result<String, String> {
+    let (url, _dir, server) = spawn_server()?;
+    THROWAWAY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .replace(server);
+    Ok(url)
+}
+
+/// Whether the tests run as root (the server then runs as user `postgres`).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// `sh -c script` with the server's binaries on the PATH, as the user the server runs as.
+fn as_server_user(bin: &str, script: &str, env: &[(&str, String)]) -> Command {
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "env"]);
+        c.arg(format!("PATH={path}")).arg("TMPDIR=/tmp");
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.args(["sh", "-c", script]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]).env("PATH", &path);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+/// Starts a throwaway server: its URL, its folder, and its supervisor.
+fn spawn_server() -> Result<(String, String, Throwaway), String> {
     let bin = bin_dir().ok_or("no initdb found (on the PATH or under /usr/lib/postgresql)")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))?;
-    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let mut command = if is_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "env"]);
-        c.arg(format!("PATH={path}"))
-            .arg(format!("PG_PORT={port}"))
-            .arg("TMPDIR=/tmp");
-        c.args(["sh", "-c", SUPERVISOR]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.args(["-c", SUPERVISOR])
-            .env("PATH", &path)
-            .env("PG_PORT", port.to_string());
-        c
-    };
+    let is_root = is_root();
+    let mut command = as_server_user(&bin, SUPERVISOR, &[("PG_PORT", port.to_string())]);
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -126,7 +149,7 @@ fn start_throwaway() -> Result<String, String> {
     BufReader::new(stdout)
         .read_line(&mut line)
         .map_err(|e| format!("throwaway server: {e}"))?;
-    if line.trim() != "ready" {
+    let Some(dir) = line.trim().strip_prefix("ready ").map(str::to_owned) else {
         let _ = child.kill();
         return Err(format!(
             "the throwaway server did not start ({}): {}",
@@ -137,17 +160,93 @@ fn start_throwaway() -> Result<String, String> {
             },
             line.trim()
         ));
-    }
+    };
     let stdin = child.stdin.take().expect("piped stdin");
-    THROWAWAY
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .replace(Throwaway {
-            _child: child,
-            _stdin: stdin,
-        });
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    let server = Throwaway {
+        _child: child,
+        _stdin: stdin,
+    };
+    Ok((
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        dir,
+        server,
+    ))
+}
+
+/// A throwaway server of one test's own, which the test may restart (the shared one serves
+/// every test of the binary and must stay up). Stopped and removed when dropped.
+pub struct OwnServer {
+    url: String,
+    dir: String,
+    bin: String,
+    _server: Throwaway,
+}
+
+impl OwnServer {
+    /// Starts one (panics saying why it cannot).
+    pub fn start() -> Self {
+        let bin = bin_dir().expect("no initdb found (on the PATH or under /usr/lib/postgresql)");
+        let (url, dir, server) = spawn_server().unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            url,
+            dir,
+            bin,
+            _server: server,
+        }
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Restarts it: `fast` (a clean shutdown) or `immediate` (a crash: unlogged tables come
+    /// back empty). Returns once it accepts connections again.
+    pub fn restart(&self, mode: &str) {
+        let script = format!(
+            "pg_ctl -D '{dir}/data' -l '{dir}/server.log' -m {mode} -w -t 60 restart",
+            dir = self.dir
+        );
+        let out = as_server_user(&self.bin, &script, &[])
+            .output()
+            .expect("run pg_ctl restart");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart -m {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops it (`fast`), for an outage; [`Self::start_again`] brings it back.
+    pub fn stop(&self) {
+        let script = format!("pg_ctl -D '{}/data' -m fast -w stop", self.dir);
+        let out = as_server_user(&self.bin, &script, &[])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(out.status.success(), "pg_ctl stop failed");
+    }
+
+    /// Starts it again after [`Self::stop`].
+    pub fn start_again(&self) {
+        let port = self
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("port in url");
+        let script = format!(
+            "pg_ctl -D '{dir}/data' -l '{dir}/server.log' -w -t 60 \
+             -o '-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200' start",
+            dir = self.dir
+        );
+        let out = as_server_user(&self.bin, &script, &[])
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// `url` with its database name replaced by `db`.
