@@ -228,6 +228,18 @@ impl UserQuery {
         })
     }
 
+    /// Whether the filter or the sort reads `online` (only then does a query need to know
+    /// who is online while it runs; the page's own `online` values are read afterwards).
+    pub fn reads_online(&self) -> bool {
+        fn in_filter(f: &Filter) -> bool {
+            match f {
+                Filter::And(fs) | Filter::Or(fs) | Filter::Nor(fs) => fs.iter().any(in_filter),
+                Filter::Field { field, .. } => field == "online",
+            }
+        }
+        in_filter(&self.filter) || self.sort.iter().any(|(field, _)| field == "online")
+    }
+
     /// Whether a stored user belongs in the result before paging.
     pub fn admits(&self, user: &User) -> bool {
         self.admit(user).is_some()
@@ -605,6 +617,19 @@ fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_queries_on_online_need_presence_while_they_run() {
+        let q = |v: Value| UserQuery::parse(&v).unwrap().reads_online();
+        assert!(!q(json!({"filter_conditions": {"id": "a"}})));
+        assert!(q(json!({"filter_conditions": {"online": true}})));
+        assert!(q(
+            json!({"filter_conditions": {"$or": [{"id": "a"}, {"$and": [{"online": false}]}]}})
+        ));
+        assert!(q(
+            json!({"filter_conditions": {}, "sort": [{"field": "online", "direction": -1}]})
+        ));
+    }
 
     fn user(id: &str, extra: Value) -> User {
         let mut u = User::new(id, Timestamp::now());

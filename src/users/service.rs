@@ -361,7 +361,10 @@ impl UsersService {
         let restricted = self.tenant_restricted(payload, caller).await?;
         let mut query = UserQuery::parse(restricted.as_ref().unwrap_or(payload))?;
         query.max_answer_bytes = self.max_answer_bytes;
-        query.online = self.presence.online_check().await;
+        if query.reads_online() {
+            // Asking a cluster's presence costs a round trip: only when the query needs it.
+            query.online = self.presence.online_check().await;
+        }
         query.invisible_offline = *caller != Caller::Server;
         let users = self.store.query_users(&query).await.map_err(store_error)?;
         let me = match caller {
