@@ -169,12 +169,8 @@ impl Listener {
             // A reconnect: what was missed meanwhile.
             let since = alive - REPLAY_MARGIN.as_millis() as i64;
             let replayed = self.replay(since).await?;
-            let ended = self.recheck().await?;
-            tracing::info!(
-                replayed,
-                sockets_ended = ended,
-                "cluster listener caught up"
-            );
+            let endings = self.recheck().await?;
+            tracing::info!(replayed, endings, "cluster listener caught up");
         }
         self.alive_at_ms = Some(now_ms);
         self.listened = true;
@@ -253,7 +249,7 @@ impl Listener {
     }
 
     /// Ends the local sockets that missed events would have ended; returns how many users
-    /// were hit. The app settings are re-read by the service on the event delivered last.
+    /// it found deleted, deactivated or revoked. The app settings are re-read by the service on the event delivered last.
     async fn recheck(&self) -> Result<usize, StoreError> {
         let hub = &self.node.hub;
         let store = &self.node.store;
@@ -277,7 +273,10 @@ impl Listener {
                     }],
                     None => Vec::new(),
                 };
-                if !events.is_empty() {
+                if events
+                    .iter()
+                    .any(|e| !matches!(e, UserEvent::GuestTakenOver { .. }))
+                {
                     hit += 1;
                 }
                 for e in events {

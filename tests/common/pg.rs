@@ -284,7 +284,12 @@ pub struct TestDb {
 impl TestDb {
     /// Creates an empty database with a random name.
     pub async fn create() -> Self {
-        let admin_url = server_url();
+        Self::create_on(&server_url()).await
+    }
+
+    /// Creates an empty database with a random name on the server of `admin_url`.
+    pub async fn create_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());
         admin_client(&admin_url)
             .await
