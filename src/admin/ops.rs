@@ -7,6 +7,10 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::protocol::ApiError;
+use crate::users::requests::{
+    CreateGuest, DeleteUsers, LifecycleOptions, PartialUpdate, UpsertUsers, UserIds, MAX_EXPORT,
+};
+use crate::users::service::MAX_BATCH;
 use crate::users::{Caller, UsersService};
 
 /// An operation's input, whichever transport it came by.
@@ -100,11 +104,14 @@ async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String,
     let server = Caller::Server;
     let out = match op {
         "upsertUsers" => {
-            let users = svc.upsert_users(&req.body, &server).await?;
+            let users = svc
+                .upsert_users(&UpsertUsers::parse(&req.body)?, &server)
+                .await?;
             json!({ "users": svc.users_by_id(&users).await })
         }
         "partialUpdateUsers" => {
-            let users = svc.partial_update_users(&req.body, &server).await?;
+            let update = PartialUpdate::parse(&req.body, &server)?;
+            let users = svc.partial_update_users(&update, &server).await?;
             json!({ "users": svc.users_by_id(&users).await })
         }
         "queryUsers" => {
@@ -126,26 +133,40 @@ async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String,
                 .await?;
             json!({ "user": svc.wire(&user).await })
         }
-        "deleteUsers" => json!({ "task_id": svc.delete_users(&req.body).await? }),
+        "deleteUsers" => {
+            json!({ "task_id": svc.delete_users(&DeleteUsers::parse(&req.body)?).await? })
+        }
         "restoreUsers" => {
-            svc.restore_users(&req.body).await?;
+            svc.restore_users(&UserIds::parse(&req.body, MAX_BATCH)?)
+                .await?;
             json!({})
         }
         "deactivateUser" => {
-            let user = svc.deactivate_user(req.id()?, &req.body).await?;
+            let options = LifecycleOptions::parse(&req.body, false)?;
+            let user = svc.deactivate_user(req.id()?, &options).await?;
             json!({ "user": svc.wire(&user).await })
         }
-        "deactivateUsers" => json!({ "task_id": svc.deactivate_users(&req.body).await? }),
+        "deactivateUsers" => {
+            let ids = UserIds::parse(&req.body, MAX_BATCH)?;
+            let options = LifecycleOptions::parse(&req.body, false)?;
+            json!({ "task_id": svc.deactivate_users(&ids, &options).await? })
+        }
         "reactivateUser" => {
-            let user = svc.reactivate_user(req.id()?, &req.body).await?;
+            let options = LifecycleOptions::parse(&req.body, true)?;
+            let user = svc.reactivate_user(req.id()?, &options).await?;
             json!({ "user": svc.wire(&user).await })
         }
-        "reactivateUsers" => json!({ "task_id": svc.reactivate_users(&req.body).await? }),
+        "reactivateUsers" => {
+            let ids = UserIds::parse(&req.body, MAX_BATCH)?;
+            let options = LifecycleOptions::parse(&req.body, false)?;
+            json!({ "task_id": svc.reactivate_users(&ids, &options).await? })
+        }
         "exportUser" => svc.export_user(req.id()?).await?,
         "exportUsers" => {
             let base = req.base_url.clone();
+            let ids = UserIds::parse(&req.body, MAX_EXPORT)?;
             let task_id = svc
-                .export_users(&req.body, |id| format!("{base}/exports/users/{id}.json"))
+                .export_users(&ids, |id| format!("{base}/exports/users/{id}.json"))
                 .await?;
             json!({ "task_id": task_id })
         }
@@ -157,7 +178,7 @@ async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String,
             json!({})
         }
         "createGuest" => {
-            let (user, token) = svc.create_guest(&req.body).await?;
+            let (user, token) = svc.create_guest(&CreateGuest::parse(&req.body)?).await?;
             json!({ "access_token": token, "user": svc.wire(&user).await })
         }
         other => return Err(ApiError::input(format!("unknown operation {other}"))),

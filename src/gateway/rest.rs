@@ -14,6 +14,7 @@ use super::GatewayState;
 use crate::auth::{Identity, TokenClaims};
 use crate::http::{self, Credentials, JsonBody};
 use crate::protocol::{ApiError, ErrorCode};
+use crate::users::requests::{CreateGuest, PartialUpdate, UpsertUsers};
 use crate::users::{Caller, UsersService};
 
 /// Authenticates a client request: api key, then a user token (`jwt`) or nobody
@@ -81,9 +82,7 @@ pub async fn guest(
             return Err(ApiError::new(ErrorCode::ApiKey, "api_key not found"));
         }
         state.guests.admit(peer.ip())?;
-        let (user, token) = state
-            .svc
-            .create_guest(&body)
+        let (user, token) = async { state.svc.create_guest(&CreateGuest::parse(&body)?).await }
             .await
             .map_err(|e| e.in_operation("CreateGuest"))?;
         Ok(
@@ -118,14 +117,15 @@ async fn write_own(
         let who = caller(&state.svc, &query, &headers).await?;
         let svc = &state.svc;
         let users = match kind {
-            OwnWrite::Upsert => svc
-                .upsert_users(&body, &who)
+            OwnWrite::Upsert => async { svc.upsert_users(&UpsertUsers::parse(&body)?, &who).await }
                 .await
                 .map_err(|e| e.in_operation("UpdateUsers"))?,
-            OwnWrite::Partial => svc
-                .partial_update_users(&body, &who)
-                .await
-                .map_err(|e| e.in_operation("UpdateUsersPartial"))?,
+            OwnWrite::Partial => async {
+                let update = PartialUpdate::parse(&body, &who)?;
+                svc.partial_update_users(&update, &who).await
+            }
+            .await
+            .map_err(|e| e.in_operation("UpdateUsersPartial"))?,
         };
         let mut out = Map::new();
         out.insert("users".into(), svc.users_by_id(&users).await);

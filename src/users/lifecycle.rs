@@ -9,66 +9,8 @@ use crate::model::bounds;
 use crate::model::user::{validate_id, User};
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, Task, UserChange};
-use crate::users::service::{
-    deleted, missing, name_checks, store_error, updated, UsersService, MAX_BATCH,
-};
-
-/// Most users in one export task.
-pub const MAX_EXPORT: usize = 25;
-
-/// How a user is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteMode {
-    /// Marked deleted, data kept, restorable.
-    Soft,
-    /// Marked deleted, personal fields nulled, id tombstoned.
-    Pruning,
-    /// Erased; only a tombstone of the id stays.
-    Hard,
-}
-
-impl DeleteMode {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "soft" => Some(Self::Soft),
-            "pruning" => Some(Self::Pruning),
-            "hard" => Some(Self::Hard),
-            _ => None,
-        }
-    }
-}
-
-fn ids_of(body: &Value, max: usize) -> Result<Vec<String>, ApiError> {
-    let arr = body
-        .get("user_ids")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::input("user_ids is a required field"))?;
-    if arr.is_empty() || arr.len() > max {
-        return Err(ApiError::input(format!(
-            "user_ids must contain between 1 and {max} items"
-        )));
-    }
-    let mut ids: Vec<String> = Vec::with_capacity(arr.len());
-    for v in arr {
-        let id = v
-            .as_str()
-            .ok_or_else(|| ApiError::input("user_ids must be strings"))?;
-        validate_id(id)?;
-        if !ids.iter().any(|x| x == id) {
-            ids.push(id.to_owned());
-        }
-    }
-    Ok(ids)
-}
-
-fn opt_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::input(format!("{key} must be a string"))),
-    }
-}
+use crate::users::requests::{DeleteMode, DeleteUsers, LifecycleOptions, UserIds};
+use crate::users::service::{deleted, missing, name_checks, store_error, updated, UsersService};
 
 impl UsersService {
     /// Builds the change that deletes `stored` in `mode`.
@@ -148,38 +90,13 @@ impl UsersService {
     }
 
     /// `POST /users/delete`: a batch delete as a task.
-    pub async fn delete_users(&self, body: &Value) -> Result<String, ApiError> {
+    pub async fn delete_users(&self, req: &DeleteUsers) -> Result<String, ApiError> {
         let run = async {
-            let ids = ids_of(body, MAX_BATCH)?;
-            let mode = opt_str(body, "user")?
-                .map(|s| {
-                    DeleteMode::parse(s)
-                        .ok_or_else(|| ApiError::input("user must be one of [soft pruning hard]"))
-                })
-                .transpose()?
-                .unwrap_or(DeleteMode::Soft);
-            let messages = opt_str(body, "messages")?;
-            if messages.is_some_and(|m| DeleteMode::parse(m).is_none()) {
-                return Err(ApiError::input(
-                    "messages must be one of [soft pruning hard]",
-                ));
-            }
-            let conversations = opt_str(body, "conversations")?;
-            if conversations.is_some_and(|c| c != "soft" && c != "hard") {
-                return Err(ApiError::input("conversations must be one of [soft hard]"));
-            }
-            if mode == DeleteMode::Hard
-                && (messages.is_some_and(|m| m != "hard")
-                    || conversations.is_some_and(|c| c != "hard"))
-            {
-                return Err(ApiError::input(
-                    "hard user deletion requires hard messages and conversations deletion",
-                ));
-            }
+            let DeleteUsers { ids, mode } = req;
+            let mode = *mode;
             let now = Timestamp::now();
             let (_, result) = self
                 .write_cycle(|svc| {
-                    let ids = &ids;
                     Box::pin(async move {
                         let mut changes = Vec::new();
                         let mut users = Vec::new();
@@ -215,13 +132,12 @@ impl UsersService {
     }
 
     /// `POST /users/restore`: soft-deleted users come back, all or nothing.
-    pub async fn restore_users(&self, body: &Value) -> Result<(), ApiError> {
-        let ids = ids_of(body, MAX_BATCH)?;
+    pub async fn restore_users(&self, req: &UserIds) -> Result<(), ApiError> {
+        let ids = &req.0;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         self.write_cycle(
             |svc| {
-                let ids = &ids;
                 Box::pin(async move {
                     let mut changes = Vec::new();
                     let mut users = Vec::new();
@@ -255,17 +171,21 @@ impl UsersService {
         Ok(())
     }
 
-    async fn creator(&self, body: &Value) -> Result<Option<User>, ApiError> {
-        match opt_str(body, "created_by_id")? {
+    async fn creator(&self, options: &LifecycleOptions) -> Result<Option<User>, ApiError> {
+        match options.created_by_id.as_deref() {
             None => Ok(None),
             Some(id) => Ok(self.load(id).await?.map(|s| s.user)),
         }
     }
 
     /// Deactivates users, in one batch.
-    async fn deactivate(&self, ids: &[String], body: &Value) -> Result<Vec<User>, ApiError> {
+    async fn deactivate(
+        &self,
+        ids: &[String],
+        options: &LifecycleOptions,
+    ) -> Result<Vec<User>, ApiError> {
         // Resolved before the write: a refused request must leave no trace.
-        let by = self.creator(body).await?;
+        let by = self.creator(options).await?;
         let now = Timestamp::now();
         let users = self
             .write_cycle(
@@ -309,16 +229,23 @@ impl UsersService {
     }
 
     /// `POST /users/{id}/deactivate`.
-    pub async fn deactivate_user(&self, id: &str, body: &Value) -> Result<User, ApiError> {
+    pub async fn deactivate_user(
+        &self,
+        id: &str,
+        options: &LifecycleOptions,
+    ) -> Result<User, ApiError> {
         validate_id(id)?;
-        let mut users = self.deactivate(&[id.to_owned()], body).await?;
+        let mut users = self.deactivate(&[id.to_owned()], options).await?;
         Ok(users.remove(0))
     }
 
     /// `POST /users/deactivate`: a batch as a task.
-    pub async fn deactivate_users(&self, body: &Value) -> Result<String, ApiError> {
-        let ids = ids_of(body, MAX_BATCH)?;
-        let users = self.deactivate(&ids, body).await?;
+    pub async fn deactivate_users(
+        &self,
+        ids: &UserIds,
+        options: &LifecycleOptions,
+    ) -> Result<String, ApiError> {
+        let users = self.deactivate(&ids.0, options).await?;
         let list: Vec<Value> = self
             .wire_all(&users)
             .await
@@ -335,9 +262,9 @@ impl UsersService {
         &self,
         ids: &[String],
         name: Option<&str>,
-        body: &Value,
+        options: &LifecycleOptions,
     ) -> Result<Vec<User>, ApiError> {
-        let by = self.creator(body).await?;
+        let by = self.creator(options).await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let users = self
@@ -391,20 +318,24 @@ impl UsersService {
     }
 
     /// `POST /users/{id}/reactivate`.
-    pub async fn reactivate_user(&self, id: &str, body: &Value) -> Result<User, ApiError> {
+    pub async fn reactivate_user(
+        &self,
+        id: &str,
+        options: &LifecycleOptions,
+    ) -> Result<User, ApiError> {
         validate_id(id)?;
-        let name = opt_str(body, "name")?;
-        if let Some(n) = name {
-            bounds::check_length("name", n.len(), bounds::MAX_NAME_BYTES)?;
-        }
-        let mut users = self.reactivate(&[id.to_owned()], name, body).await?;
+        let name = options.name.as_deref();
+        let mut users = self.reactivate(&[id.to_owned()], name, options).await?;
         Ok(users.remove(0))
     }
 
     /// `POST /users/reactivate`: a batch as a task.
-    pub async fn reactivate_users(&self, body: &Value) -> Result<String, ApiError> {
-        let ids = ids_of(body, MAX_BATCH)?;
-        let users = self.reactivate(&ids, None, body).await?;
+    pub async fn reactivate_users(
+        &self,
+        ids: &UserIds,
+        options: &LifecycleOptions,
+    ) -> Result<String, ApiError> {
+        let users = self.reactivate(&ids.0, None, options).await?;
         let list: Vec<Value> = self
             .wire_all(&users)
             .await
@@ -427,12 +358,12 @@ impl UsersService {
     /// `url_of` from the export id, that serves the document.
     pub async fn export_users(
         &self,
-        body: &Value,
+        ids: &UserIds,
         url_of: impl Fn(&str) -> String,
     ) -> Result<String, ApiError> {
-        let ids = ids_of(body, MAX_EXPORT)?;
+        let ids = &ids.0;
         let mut users = Vec::new();
-        for id in &ids {
+        for id in ids {
             if let Some(s) = self.load(id).await? {
                 users.push(
                     json!({"user": self.wire(&s.user).await, "messages": [], "reactions": []}),

@@ -13,6 +13,7 @@ pub mod answer;
 pub mod connect;
 pub mod lifecycle;
 pub mod patch;
+pub mod requests;
 pub mod service;
 pub mod settings;
 pub mod writes;

@@ -1,58 +1,38 @@
 //! The writes of users' own data: upsert (full replace), partial update (set/unset) and
 //! guest creation, each one all-or-nothing batch, with who may write whom checked once.
 
-use serde_json::Value;
-
 use crate::events::UserEvent;
-use crate::model::user::{user_id_of, SettableFields, User};
+use crate::model::user::User;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, UserChange};
-use crate::users::patch::Patch;
+use crate::users::requests::{CreateGuest, PartialUpdate, PatchEntry, UpsertEntry, UpsertUsers};
 use crate::users::service::{
     deleted, missing, name_checks, not_allowed_role, same_team_roles, same_teams, updated, Caller,
-    UsersService, GUEST_ROLE, MAX_BATCH,
+    UsersService, GUEST_ROLE,
 };
 
 impl UsersService {
     /// `POST /users`: full replace of up to 100 users, all or nothing.
-    pub async fn upsert_users(&self, body: &Value, caller: &Caller) -> Result<Vec<User>, ApiError> {
+    pub async fn upsert_users(
+        &self,
+        req: &UpsertUsers,
+        caller: &Caller,
+    ) -> Result<Vec<User>, ApiError> {
         authorize_write(caller, None)?;
-        let users = body
-            .get("users")
-            .and_then(Value::as_object)
-            .ok_or_else(|| ApiError::input("users is a required field"))?;
-        if users.is_empty() {
-            return Err(ApiError::input("users is a required field"));
+        for entry in &req.0 {
+            authorize_write(caller, Some(&entry.id))?;
         }
-        if users.len() > MAX_BATCH {
-            return Err(ApiError::input(format!(
-                "users must contain at most {MAX_BATCH} items"
-            )));
-        }
-        let mut inputs = Vec::with_capacity(users.len());
-        for (key, value) in users {
-            let fields = value
-                .as_object()
-                .ok_or_else(|| ApiError::input(format!("user {key} must be an object")))?;
-            let id = user_id_of(fields)?;
-            if inputs.iter().any(|(seen, _, _)| seen == &id) {
-                return Err(duplicate_in_batch(&id));
-            }
-            let parsed = SettableFields::parse(fields)?;
-            authorize_write(caller, Some(&id))?;
-            inputs.push((id, fields.clone(), parsed));
-        }
+        let inputs = &req.0;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let written = self
             .write_cycle(
                 |svc| {
-                    let inputs = &inputs;
                     let caller = caller.clone();
                     Box::pin(async move {
                         let mut changes = Vec::with_capacity(inputs.len());
                         let mut out = Vec::with_capacity(inputs.len());
-                        for (id, fields, _) in inputs {
+                        for UpsertEntry { id, fields } in inputs {
                             let stored = svc.load(id).await?;
                             let (mut user, expect, old) = match stored {
                                 Some(s) => {
@@ -125,60 +105,24 @@ impl UsersService {
     /// `PATCH /users`: set/unset on up to 100 users, all or nothing.
     pub async fn partial_update_users(
         &self,
-        body: &Value,
+        req: &PartialUpdate,
         caller: &Caller,
     ) -> Result<Vec<User>, ApiError> {
         authorize_write(caller, None)?;
-        let entries = body
-            .get("users")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ApiError::input("users is a required field"))?;
-        if entries.is_empty() || entries.len() > MAX_BATCH {
-            return Err(ApiError::input(format!(
-                "users must contain between 1 and {MAX_BATCH} items"
-            )));
+        for entry in &req.0 {
+            authorize_write(caller, Some(&entry.id))?;
         }
-        let server_fields: &[&str] = match caller {
-            Caller::Server => &["revoke_tokens_issued_before"],
-            _ => &[],
-        };
-        let mut patches = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let obj = entry
-                .as_object()
-                .ok_or_else(|| ApiError::input("each update must be an object"))?;
-            let id = user_id_of(obj)?;
-            if patches.iter().any(|(seen, _, _)| seen == &id) {
-                return Err(duplicate_in_batch(&id));
-            }
-            authorize_write(caller, Some(&id))?;
-            let mut patch = Patch::parse(obj.get("set"), obj.get("unset"), server_fields)?;
-            let revoke = match patch.take_set("revoke_tokens_issued_before") {
-                None if patch.take_unset("revoke_tokens_issued_before") => Some(None),
-                None => None,
-                Some(Value::Null) => Some(None),
-                Some(Value::String(s)) => Some(Some(Timestamp::parse(&s).ok_or_else(|| {
-                    ApiError::input("revoke_tokens_issued_before must be an RFC 3339 timestamp")
-                })?)),
-                Some(_) => {
-                    return Err(ApiError::input(
-                        "revoke_tokens_issued_before must be a timestamp or null",
-                    ))
-                }
-            };
-            patches.push((id, patch, revoke));
-        }
+        let patches = &req.0;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let written = self
             .write_cycle(
                 |svc| {
-                    let patches = &patches;
                     let caller = caller.clone();
                     Box::pin(async move {
                         let mut changes = Vec::new();
                         let mut out = Vec::new();
-                        for (id, patch, revoke) in patches {
+                        for PatchEntry { id, patch, revoke } in patches {
                             let stored = svc.load(id).await?.ok_or_else(|| missing(id))?;
                             if stored.user.deleted_at.is_some() {
                                 return Err(deleted(id));
@@ -220,7 +164,7 @@ impl UsersService {
     }
 
     /// `POST /guest`: creates (or re-enters) a guest user and mints its token.
-    pub async fn create_guest(&self, body: &Value) -> Result<(User, String), ApiError> {
+    pub async fn create_guest(&self, req: &CreateGuest) -> Result<(User, String), ApiError> {
         if self.settings().guests_disabled() {
             return Err(ApiError::new(
                 ErrorCode::NotAllowed,
@@ -233,26 +177,12 @@ impl UsersService {
                 "guest users cannot be created while multi-tenancy is enabled",
             ));
         }
-        let mut fields = body
-            .get("user")
-            .and_then(Value::as_object)
-            .cloned()
-            .ok_or_else(|| ApiError::input("user is a required field"))?;
-        if !fields.contains_key("id") {
-            let generated = format!("guest-{}", uuid::Uuid::new_v4());
-            fields.insert("id".into(), Value::String(generated));
-        }
-        let id = user_id_of(&fields)?;
-        fields.insert("role".into(), Value::String(GUEST_ROLE.into()));
-        fields.remove("teams");
-        fields.remove("teams_role");
+        let CreateGuest { id, fields } = req;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let user = self
             .write_cycle(
                 |svc| {
-                    let fields = &fields;
-                    let id = &id;
                     Box::pin(async move {
                         let stored = svc.load(id).await?;
                         let (mut user, expect, old) = match stored {
@@ -305,12 +235,6 @@ fn write_events(
         });
     }
     events
-}
-
-/// The same user twice in one batch: each change would expect the state the other one
-/// replaces, so the batch could never apply (it used to spin into a 500).
-fn duplicate_in_batch(id: &str) -> ApiError {
-    ApiError::input(format!("user {id} appears more than once in the batch"))
 }
 
 /// Who may write users: the server any of them, a user only itself, an anonymous caller

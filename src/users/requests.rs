@@ -1,0 +1,331 @@
+//! Typed requests: the bodies of user operations decoded and checked by the listeners
+//! (admin REST and WebSocket through the dispatch table, client REST) before any rule runs,
+//! so the service works on values that are already well-formed. Errors are Stream's input
+//! errors (code 4), worded as before the split. Query payloads and app settings patches stay
+//! documents: the service interprets them field by field (`model::query`, `settings`).
+
+use serde_json::{Map, Value};
+
+use crate::model::bounds;
+use crate::model::user::{user_id_of, validate_id, SettableFields};
+use crate::protocol::{ApiError, Timestamp};
+use crate::users::patch::Patch;
+use crate::users::service::{Caller, MAX_BATCH};
+
+/// Most users in one export task.
+pub const MAX_EXPORT: usize = 25;
+
+/// How a user is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Marked deleted, data kept, restorable.
+    Soft,
+    /// Marked deleted, personal fields nulled, id tombstoned.
+    Pruning,
+    /// Erased; only a tombstone of the id stays.
+    Hard,
+}
+
+impl DeleteMode {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "soft" => Some(Self::Soft),
+            "pruning" => Some(Self::Pruning),
+            "hard" => Some(Self::Hard),
+            _ => None,
+        }
+    }
+}
+
+/// An optional string field; empty counts as absent.
+fn opt_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::input(format!("{key} must be a string"))),
+    }
+}
+
+/// The same user twice in one batch: each change would expect the state the other one
+/// replaces, so the batch could never apply.
+fn duplicate_in_batch(id: &str) -> ApiError {
+    ApiError::input(format!("user {id} appears more than once in the batch"))
+}
+
+/// `user_ids`: 1 to `max` valid ids, repeats dropped.
+#[derive(Debug, Clone)]
+pub struct UserIds(pub Vec<String>);
+
+impl UserIds {
+    /// Decodes `user_ids` of `body`.
+    pub fn parse(body: &Value, max: usize) -> Result<Self, ApiError> {
+        let arr = body
+            .get("user_ids")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::input("user_ids is a required field"))?;
+        if arr.is_empty() || arr.len() > max {
+            return Err(ApiError::input(format!(
+                "user_ids must contain between 1 and {max} items"
+            )));
+        }
+        let mut ids: Vec<String> = Vec::with_capacity(arr.len());
+        for v in arr {
+            let id = v
+                .as_str()
+                .ok_or_else(|| ApiError::input("user_ids must be strings"))?;
+            validate_id(id)?;
+            if !ids.iter().any(|x| x == id) {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(Self(ids))
+    }
+}
+
+/// One user of an upsert: its id and the fields the write replaces.
+#[derive(Debug, Clone)]
+pub struct UpsertEntry {
+    /// The id.
+    pub id: String,
+    /// The user object as sent (checked by [`SettableFields`]).
+    pub fields: Map<String, Value>,
+}
+
+/// `POST /users`: up to 100 users to replace, each once.
+#[derive(Debug, Clone)]
+pub struct UpsertUsers(pub Vec<UpsertEntry>);
+
+impl UpsertUsers {
+    /// Decodes the `users` object of `body`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let users = body
+            .get("users")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ApiError::input("users is a required field"))?;
+        if users.is_empty() {
+            return Err(ApiError::input("users is a required field"));
+        }
+        if users.len() > MAX_BATCH {
+            return Err(ApiError::input(format!(
+                "users must contain at most {MAX_BATCH} items"
+            )));
+        }
+        let mut entries: Vec<UpsertEntry> = Vec::with_capacity(users.len());
+        for (key, value) in users {
+            let fields = value
+                .as_object()
+                .ok_or_else(|| ApiError::input(format!("user {key} must be an object")))?;
+            let id = user_id_of(fields)?;
+            if entries.iter().any(|e| e.id == id) {
+                return Err(duplicate_in_batch(&id));
+            }
+            SettableFields::parse(fields)?;
+            entries.push(UpsertEntry {
+                id,
+                fields: fields.clone(),
+            });
+        }
+        Ok(Self(entries))
+    }
+}
+
+/// One user of a partial update.
+#[derive(Debug, Clone)]
+pub struct PatchEntry {
+    /// The id.
+    pub id: String,
+    /// Its set and unset, without the revocation.
+    pub patch: Patch,
+    /// `revoke_tokens_issued_before` set (`Some(Some)`) or cleared (`Some(None)`).
+    pub revoke: Option<Option<Timestamp>>,
+}
+
+/// `PATCH /users`: set/unset on up to 100 users, each once.
+#[derive(Debug, Clone)]
+pub struct PartialUpdate(pub Vec<PatchEntry>);
+
+impl PartialUpdate {
+    /// Decodes the `users` list of `body`; only the server may set server-owned fields.
+    pub fn parse(body: &Value, caller: &Caller) -> Result<Self, ApiError> {
+        let entries = body
+            .get("users")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ApiError::input("users is a required field"))?;
+        if entries.is_empty() || entries.len() > MAX_BATCH {
+            return Err(ApiError::input(format!(
+                "users must contain between 1 and {MAX_BATCH} items"
+            )));
+        }
+        let server_fields: &[&str] = match caller {
+            Caller::Server => &["revoke_tokens_issued_before"],
+            _ => &[],
+        };
+        let mut patches: Vec<PatchEntry> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let obj = entry
+                .as_object()
+                .ok_or_else(|| ApiError::input("each update must be an object"))?;
+            let id = user_id_of(obj)?;
+            if patches.iter().any(|p| p.id == id) {
+                return Err(duplicate_in_batch(&id));
+            }
+            let mut patch = Patch::parse(obj.get("set"), obj.get("unset"), server_fields)?;
+            let revoke = match patch.take_set("revoke_tokens_issued_before") {
+                None if patch.take_unset("revoke_tokens_issued_before") => Some(None),
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(Value::String(s)) => Some(Some(Timestamp::parse(&s).ok_or_else(|| {
+                    ApiError::input("revoke_tokens_issued_before must be an RFC 3339 timestamp")
+                })?)),
+                Some(_) => {
+                    return Err(ApiError::input(
+                        "revoke_tokens_issued_before must be a timestamp or null",
+                    ))
+                }
+            };
+            patches.push(PatchEntry { id, patch, revoke });
+        }
+        Ok(Self(patches))
+    }
+}
+
+/// `POST /users/delete`: the users and how deeply to delete them.
+#[derive(Debug, Clone)]
+pub struct DeleteUsers {
+    /// The users.
+    pub ids: Vec<String>,
+    /// How.
+    pub mode: DeleteMode,
+}
+
+impl DeleteUsers {
+    /// Decodes `user_ids`, `user`, `messages` and `conversations`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let UserIds(ids) = UserIds::parse(body, MAX_BATCH)?;
+        let mode = opt_str(body, "user")?
+            .map(|s| {
+                DeleteMode::parse(s)
+                    .ok_or_else(|| ApiError::input("user must be one of [soft pruning hard]"))
+            })
+            .transpose()?
+            .unwrap_or(DeleteMode::Soft);
+        let messages = opt_str(body, "messages")?;
+        if messages.is_some_and(|m| DeleteMode::parse(m).is_none()) {
+            return Err(ApiError::input(
+                "messages must be one of [soft pruning hard]",
+            ));
+        }
+        let conversations = opt_str(body, "conversations")?;
+        if conversations.is_some_and(|c| c != "soft" && c != "hard") {
+            return Err(ApiError::input("conversations must be one of [soft hard]"));
+        }
+        if mode == DeleteMode::Hard
+            && (messages.is_some_and(|m| m != "hard") || conversations.is_some_and(|c| c != "hard"))
+        {
+            return Err(ApiError::input(
+                "hard user deletion requires hard messages and conversations deletion",
+            ));
+        }
+        Ok(Self { ids, mode })
+    }
+}
+
+/// The options of a deactivate or reactivate.
+#[derive(Debug, Clone, Default)]
+pub struct LifecycleOptions {
+    /// `created_by_id`: who did it, named in the event.
+    pub created_by_id: Option<String>,
+    /// `name`: a new name on the way back (reactivating one user).
+    pub name: Option<String>,
+}
+
+impl LifecycleOptions {
+    /// Decodes `created_by_id`, and `name` when `with_name` (single reactivation).
+    pub fn parse(body: &Value, with_name: bool) -> Result<Self, ApiError> {
+        let created_by_id = opt_str(body, "created_by_id")?.map(str::to_owned);
+        let name = if with_name {
+            let name = opt_str(body, "name")?;
+            if let Some(n) = name {
+                bounds::check_length("name", n.len(), bounds::MAX_NAME_BYTES)?;
+            }
+            name.map(str::to_owned)
+        } else {
+            None
+        };
+        Ok(Self {
+            created_by_id,
+            name,
+        })
+    }
+}
+
+/// `POST /guest`: the guest's fields (an id is generated when none is given).
+#[derive(Debug, Clone)]
+pub struct CreateGuest {
+    /// The id.
+    pub id: String,
+    /// The user object, role `guest`, without teams.
+    pub fields: Map<String, Value>,
+}
+
+impl CreateGuest {
+    /// Decodes the `user` object of `body`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let mut fields = body
+            .get("user")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| ApiError::input("user is a required field"))?;
+        if !fields.contains_key("id") {
+            let generated = format!("guest-{}", uuid::Uuid::new_v4());
+            fields.insert("id".into(), Value::String(generated));
+        }
+        let id = user_id_of(&fields)?;
+        fields.insert(
+            "role".into(),
+            Value::String(crate::model::user::GUEST_ROLE.into()),
+        );
+        fields.remove("teams");
+        fields.remove("teams_role");
+        Ok(Self { id, fields })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies_are_refused_before_any_rule_runs() {
+        let dup = json!({"users": [{"id": "a", "set": {"x": 1}}, {"id": "a", "set": {"x": 2}}]});
+        let e = PartialUpdate::parse(&dup, &Caller::Server).unwrap_err();
+        assert!(e.detail.contains("more than once"), "{}", e.detail);
+        let too_many: Vec<String> = (0..=MAX_BATCH).map(|i| format!("u{i}")).collect();
+        assert!(UserIds::parse(&json!({ "user_ids": too_many }), MAX_BATCH).is_err());
+        let ids = UserIds::parse(&json!({"user_ids": ["a", "b", "a"]}), MAX_BATCH).unwrap();
+        assert_eq!(ids.0, ["a", "b"]);
+        assert!(DeleteUsers::parse(
+            &json!({"user_ids": ["a"], "user": "hard", "messages": "soft"})
+        )
+        .is_err());
+        assert!(UpsertUsers::parse(&json!({"users": {}})).is_err());
+    }
+
+    #[test]
+    fn only_the_server_may_set_a_revocation() {
+        let body = json!({"users": [{"id": "a", "set": {"revoke_tokens_issued_before": null}}]});
+        let server = PartialUpdate::parse(&body, &Caller::Server).unwrap();
+        assert_eq!(server.0[0].revoke, Some(None));
+        assert!(PartialUpdate::parse(&body, &Caller::User("a".into())).is_err());
+    }
+
+    #[test]
+    fn guests_get_an_id_and_the_guest_role_and_no_teams() {
+        let req = CreateGuest::parse(&json!({"user": {"teams": ["x"], "role": "admin"}})).unwrap();
+        assert!(req.id.starts_with("guest-"));
+        assert_eq!(req.fields["role"], "guest");
+        assert!(!req.fields.contains_key("teams"));
+    }
+}
