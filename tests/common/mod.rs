@@ -69,7 +69,8 @@ pub struct Api {
 }
 
 impl Api {
-    fn new(public: SocketAddr, admin: SocketAddr, api_key: &str, secret: &str) -> Self {
+    /// The client side of a gateway serving on these addresses with these credentials.
+    pub fn new(public: SocketAddr, admin: SocketAddr, api_key: &str, secret: &str) -> Self {
         let secret = Secret::new(secret);
         Self {
             public_url: format!("http://{public}"),
