@@ -12,7 +12,7 @@ mod common;
 use common::ws;
 
 mod harness;
-
+mod names;
 mod users;
 
 use reqwest::Method;
