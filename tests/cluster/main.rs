@@ -3,9 +3,10 @@
 //! presence cross nodes — what reaches sockets on other nodes and what happens when a node
 //! dies or stalls.
 //!
-//! `events.rs` (cross-node events and endings) and `presence.rs` (cluster-wide presence and
-//! connection counts, dead and paused nodes) are written against the cluster event bus and
-//! presence; they are declared here once those land.
+//! `events.rs` (cross-node events and endings, issue 10 behaviour 3) and `presence.rs`
+//! (cluster-wide presence and connection counts, dead, paused and stopped nodes, behaviour 5)
+//! are written against the cluster event bus and presence, and are declared below once those
+//! land.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,6 +15,9 @@ use common::ws;
 mod harness;
 mod names;
 mod users;
+// Not declared until events and presence cross nodes (they fail without it):
+// mod events;
+// mod presence;
 
 use reqwest::Method;
 use serde_json::{json, Value};
