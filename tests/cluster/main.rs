@@ -14,6 +14,7 @@ use common::ws;
 
 mod harness;
 mod names;
+mod script;
 mod users;
 // Not declared until events and presence cross nodes (they fail without it):
 // mod events;
