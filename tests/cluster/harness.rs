@@ -31,6 +31,7 @@ pub struct Cluster {
     nodes: Vec<Node>,
     db: TestDb,
     _dir: tempfile::TempDir,
+    started: Instant,
 }
 
 impl Cluster {
@@ -75,6 +76,7 @@ impl Cluster {
             nodes,
             db,
             _dir: dir,
+            started: Instant::now(),
         }
     }
 
@@ -96,6 +98,12 @@ impl Cluster {
     /// How many nodes there are.
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// How long ago every node was serving.
+    #[allow(dead_code)] // for presence.rs, declared once presence crosses nodes
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The database the nodes share.

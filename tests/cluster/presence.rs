@@ -211,11 +211,23 @@ async fn a_killed_nodes_users_go_offline_within_seconds() {
     }
     ws::expect_refusal(&cluster.node(2).connect_url(&gone), 71).await;
 
+    // Measure the steady state: a node reaps others only once its own lease has been renewed
+    // for a whole lease (5 s), so that nodes back from a database outage do not take each
+    // other for dead; right after a start the figure would include that wait.
+    if let Some(left) = Duration::from_secs(6).checked_sub(cluster.uptime()) {
+        tokio::time::sleep(left).await;
+    }
     let killed = Instant::now();
     cluster.node_mut(1).kill().await;
     drop((gone_socks, both1));
     let took = wait_online(cluster.node(0), &gone, false, CLEANUP_BOUND).await;
     println!("kill -9 of node 1 -> its user offline on node 0 after {took:?}");
+    // Its fifty connections no longer count.
+    let mut again = vec![connect_when_allowed(cluster.node(0), &gone, CLEANUP_BOUND).await];
+    println!(
+        "kill -9 of node 1 -> connection count released after {:?}",
+        killed.elapsed()
+    );
     wait_online(cluster.node(2), &gone, false, WAIT).await;
     let (_, last_active) = presence_of(cluster.node(2), &gone).await;
     assert!(
@@ -223,7 +235,8 @@ async fn a_killed_nodes_users_go_offline_within_seconds() {
         "last_active after the reap: {last_active}"
     );
 
-    // The watcher heard exactly one offline event for `gone`, none for `both`.
+    // The watcher heard exactly one offline event for `gone` (then, as it connected again,
+    // an online one), none for `both`.
     let ev = expect_event(&mut watching, "user.presence.changed", WAIT).await;
     assert_eq!(ev["user"]["id"], gone.as_str(), "{ev}");
     assert_eq!(ev["user"]["online"], false);
@@ -233,7 +246,9 @@ async fn a_killed_nodes_users_go_offline_within_seconds() {
         match next(&mut watching, left).await {
             Next::Timeout => break,
             Next::Frame(f) if f["type"] == "user.presence.changed" => {
-                panic!("a second presence event after the reap: {f}")
+                let user = &f["user"];
+                assert_ne!(user["id"], both.as_str(), "{both} never went offline: {f}");
+                assert_eq!(user["online"], true, "a second offline event: {f}");
             }
             Next::Frame(_) => continue,
             other => panic!("the watcher's socket: {other:?}"),
@@ -247,12 +262,6 @@ async fn a_killed_nodes_users_go_offline_within_seconds() {
         assert!(presence_of(cluster.node(node), &elsewhere).await.0);
     }
 
-    // Its fifty connections no longer count.
-    let mut again = vec![connect_when_allowed(cluster.node(0), &gone, CLEANUP_BOUND).await];
-    println!(
-        "kill -9 of node 1 -> connection count released after {:?}",
-        killed.elapsed()
-    );
     for i in 1..PER_USER {
         again.push(
             cluster
