@@ -14,10 +14,12 @@ use crate::harness::Cluster;
 use crate::ws::{self, uid};
 use crate::{fetch, ids_among, partial, query_users, upsert, upsert_ok};
 
-/// A user as every node should show it: `online` is left out (it is presence, not storage).
+/// A user as every node should show it, presence left out: `online`, and `last_active`,
+/// which a disconnect sets a moment after the socket closes (presence.rs covers both).
 fn stored_form(mut user: Value) -> Value {
     if let Some(m) = user.as_object_mut() {
         m.remove("online");
+        m.remove("last_active");
     }
     user
 }
