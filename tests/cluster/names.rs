@@ -5,8 +5,6 @@
 //! The mode is set through every node: how a settings change made on one node reaches the
 //! others is an event-path matter, tested with the cross-node events.
 
-use std::sync::Arc;
-
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -70,7 +68,7 @@ fn winners(replies: &[Reply], round: usize) -> Vec<usize> {
 /// two-user batch — and exactly one wins. Every node then shows exactly one holder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_mode_racing_writers_on_three_nodes_have_one_winner() {
-    let cluster = Arc::new(Cluster::start(3).await);
+    let cluster = Cluster::start(3).await;
     set_mode_everywhere(&cluster, "app").await;
     let tag = uid("app");
     let racers: Vec<String> = (0..WRITERS).map(|w| format!("{tag}-racer{w}")).collect();
@@ -84,7 +82,7 @@ async fn app_mode_racing_writers_on_three_nodes_have_one_winner() {
     for round in 0..ROUNDS {
         let kind = round % 3;
         let writes = (0..WRITERS).map(|w| {
-            let cluster = cluster.clone();
+            let cluster = &cluster;
             let (name, racer) = (spelling(round, w), racers[w].clone());
             let created = format!("{tag}-r{round}-w{w}");
             let partner = format!("{tag}-r{round}-w{w}-partner");
@@ -155,7 +153,7 @@ async fn app_mode_racing_writers_on_three_nodes_have_one_winner() {
 /// each time. One winner per team, every round; the teamless writer always succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_mode_racing_writers_on_three_nodes_have_one_winner_per_team() {
-    let cluster = Arc::new(Cluster::start(3).await);
+    let cluster = Cluster::start(3).await;
     set_mode_everywhere(&cluster, "team").await;
     let tag = uid("team");
     let teams_of = |w: usize| -> Value {
@@ -167,7 +165,7 @@ async fn team_mode_racing_writers_on_three_nodes_have_one_winner_per_team() {
     };
     for round in 0..ROUNDS {
         let writes = (0..=WRITERS).map(|w| {
-            let cluster = cluster.clone();
+            let cluster = &cluster;
             let name = spelling(round, w);
             let id = format!("{tag}-r{round}-w{w}");
             let teams = if w == WRITERS {
@@ -228,7 +226,7 @@ async fn team_mode_racing_writers_on_three_nodes_have_one_winner_per_team() {
 /// may join them, and the name frees up only once the last holder leaves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_held_before_enforcement_stay_legal_duplicates_on_every_node() {
-    let cluster = Arc::new(Cluster::start(3).await);
+    let cluster = Cluster::start(3).await;
     let tag = uid("dup");
     let holders: Vec<String> = (0..3).map(|i| format!("{tag}-holder{i}")).collect();
     let spellings = ["Dup Name", "dup.name", "DUP NAME"];
@@ -260,7 +258,7 @@ async fn names_held_before_enforcement_stay_legal_duplicates_on_every_node() {
     // The holders update at once, each from another node: unrelated fields by upsert (name
     // kept) and by partial update.
     let updates = (0..3).map(|i| {
-        let cluster = cluster.clone();
+        let cluster = &cluster;
         let (id, name) = (holders[i].clone(), spellings[i]);
         async move {
             let node = cluster.node((i + 1) % 3);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::assert_error;
+use crate::common::{assert_error, Api};
 use crate::harness::Cluster;
 use crate::ws::{self, uid};
 use crate::{fetch, ids_among, partial, query_users, upsert, upsert_ok};
@@ -220,7 +220,7 @@ async fn a_refused_batch_leaves_nothing_on_any_node() {
 async fn racing_batches_are_seen_whole_on_every_node() {
     const USERS: usize = 10;
     const ROUNDS: usize = 20;
-    let cluster = Arc::new(Cluster::start(3).await);
+    let cluster = Cluster::start(3).await;
     let ids: Vec<String> = (0..USERS).map(|i| format!("{}-{i:02}", uid("b"))).collect();
     let gone = uid("gone");
     let first: Vec<Value> = ids
@@ -242,10 +242,16 @@ async fn racing_batches_are_seen_whole_on_every_node() {
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for r in 0..cluster.len() {
-        let (cluster, ids, refused, done) =
-            (cluster.clone(), ids.clone(), refused.clone(), done.clone());
+        // Tasks get the nodes' clients, not the cluster: it stays with the test, which
+        // prints the nodes' logs if it fails.
+        let (api, ids, refused, done) = (
+            Api::clone(cluster.node(r)),
+            ids.clone(),
+            refused.clone(),
+            done.clone(),
+        );
         readers.push(tokio::spawn(async move {
-            let node = cluster.node(r);
+            let node = &api;
             let payload = json!({"filter_conditions": {"id": {"$in": ids}}, "limit": 100});
             let mut reads = 0;
             while !done.load(Ordering::Relaxed) || reads == 0 {
@@ -270,10 +276,14 @@ async fn racing_batches_are_seen_whole_on_every_node() {
     }
     let mut writers = Vec::new();
     for w in 0..cluster.len() {
-        let (cluster, ids, gone, refused) =
-            (cluster.clone(), ids.clone(), gone.clone(), refused.clone());
+        let (api, ids, gone, refused) = (
+            Api::clone(cluster.node(w)),
+            ids.clone(),
+            gone.clone(),
+            refused.clone(),
+        );
         writers.push(tokio::spawn(async move {
-            let node = cluster.node(w);
+            let node = &api;
             for round in 1..=ROUNDS {
                 let mut batch: Vec<Value> = ids
                     .iter()
@@ -398,7 +408,7 @@ async fn a_deleted_id_is_never_reusable_from_any_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_racing_a_hard_delete_never_resurrect_the_id() {
     const ROUNDS: usize = 30;
-    let cluster = Arc::new(Cluster::start(3).await);
+    let cluster = Cluster::start(3).await;
     for round in 0..ROUNDS {
         let id = uid(&format!("r{round}"));
         upsert_ok(cluster.node(round % 3), &[json!({"id": id})]).await;
@@ -409,9 +419,9 @@ async fn writes_racing_a_hard_delete_never_resurrect_the_id() {
             if w == deleter {
                 continue;
             }
-            let (cluster, id, erased_at) = (cluster.clone(), id.clone(), erased_at.clone());
+            let (api, id, erased_at) = (Api::clone(cluster.node(w)), id.clone(), erased_at.clone());
             writers.push(tokio::spawn(async move {
-                let node = cluster.node(w);
+                let node = &api;
                 let mut i = 0;
                 loop {
                     let sent = Instant::now();
