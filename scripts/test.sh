@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, the Rust unit and integration tests (the PostgreSQL
-# store's on a local or throwaway server), and the official SDK suites (scripts/sdk-tests.sh)
-# when present. Exits non-zero on the first failure.
+# store's, and tests/cluster's several gateway processes on one database, on a local or
+# throwaway server), and the official SDK suites (scripts/sdk-tests.sh) when present. Exits
+# non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL for the PostgreSQL store's tests: the local server when it answers; otherwise
-# the tests start a throwaway server from the installed binaries (installed here if missing).
+# PostgreSQL for the PostgreSQL store's and the cluster's tests: the local server when it
+# answers; otherwise the tests start a throwaway server from the installed binaries
+# (installed here if missing). The cluster tests run the chat-gateway binary that cargo test
+# builds for them.
 if [ -z "${CHAT_GATEWAY_TEST_PG_URL:-}" ]; then
   local_pg="postgres://postgres@127.0.0.1:5432/postgres"
   if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
