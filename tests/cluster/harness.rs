@@ -43,7 +43,11 @@ impl Cluster {
     /// Starts `n` nodes at once on a fresh database; `env` (`CHAT_GATEWAY_*` overrides) goes
     /// to every node. The nodes start together, so they also race to create the schema.
     pub async fn start_with(n: usize, env: &[(&str, &str)]) -> Self {
-        let db = TestDb::create().await;
+        Self::start_on(n, TestDb::create().await, env).await
+    }
+
+    /// Starts `n` nodes at once on `db` (a database of a server the test controls).
+    pub async fn start_on(n: usize, db: TestDb, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = random_secret();
         let mut common: Vec<(String, String)> = vec![

@@ -1,24 +1,22 @@
 //! Several real gateway processes on one PostgreSQL database, driven over real sockets: what
-//! each node must agree on (users, batches, tombstones, unique names), and — once events and
-//! presence cross nodes — what reaches sockets on other nodes and what happens when a node
-//! dies or stalls.
-//!
-//! `events.rs` (cross-node events and endings, issue 10 behaviour 3) and `presence.rs`
-//! (cluster-wide presence and connection counts, dead, paused and stopped nodes, behaviour 5)
-//! are written against the cluster event bus and presence, and are declared below once those
-//! land.
+//! each node must agree on (`users`: users, batches, tombstones; `names`: unique names), what
+//! reaches sockets on other nodes (`events`), presence and connection counts across nodes and
+//! what happens when a node dies or stalls (`presence`), catching up after the event
+//! listener lost its connection (`catchup`), a database restart under the nodes
+//! (`restart`), and `scripts/cluster.sh` (`script`).
 
 #[path = "../common/mod.rs"]
 mod common;
 use common::ws;
 
+mod catchup;
+mod events;
 mod harness;
 mod names;
+mod presence;
+mod restart;
 mod script;
 mod users;
-// Not declared until events and presence cross nodes (they fail without it):
-// mod events;
-// mod presence;
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -158,9 +158,8 @@ async fn online_and_last_active_are_the_clusters() {
         for node in cluster.nodes() {
             seen.push(presence_of(node, &id).await.1);
         }
-        let settled = seen[0].is_string()
-            && seen[0] != while_online
-            && seen.windows(2).all(|w| w[0] == w[1]);
+        let settled =
+            seen[0].is_string() && seen[0] != while_online && seen.windows(2).all(|w| w[0] == w[1]);
         if settled {
             break;
         }
