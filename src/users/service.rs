@@ -53,6 +53,20 @@ impl EventSink for SettingsWatch {
     }
 }
 
+/// The pause before retrying a write that lost a race: none at first (on one node the winner
+/// is done by then), then a random pause growing to tens of milliseconds, so that writers
+/// racing from several nodes (each retry a round trip to the database) stop meeting in
+/// lockstep and none of them starves.
+async fn retry_pause(attempt: usize) {
+    if attempt < 2 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let cap_ms = 1u64 << attempt.min(6);
+    let ms = rand::random_range(0..=cap_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// `user.updated` for a written user (its `online` is set by the write cycle).
 pub(crate) fn updated(user: &User) -> UserEvent {
     UserEvent::Updated {
@@ -296,7 +310,7 @@ impl UsersService {
         F: FnMut(&'a Self) -> BoxedCompute<'a, T>,
         E: Fn(&T) -> Vec<UserEvent>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let (changes, out) = compute(self).await?;
             let mut events = events_of(&out);
             self.with_presence(&mut events).await;
@@ -309,8 +323,8 @@ impl UsersService {
                     return Ok(out);
                 }
                 Err(StoreError::Conflict(id)) => {
-                    tracing::debug!(user_id = %id, "concurrent write, retrying");
-                    tokio::task::yield_now().await;
+                    tracing::debug!(user_id = %id, attempt, "concurrent write, retrying");
+                    retry_pause(attempt).await;
                 }
                 Err(e) => return Err(store_error(e)),
             }
