@@ -1,5 +1,6 @@
-//! The gateway under test as a child process: started on a data dir with fresh ports, waited
-//! for until both listeners answer `/healthz`, then SIGKILLed (or stopped with SIGTERM).
+//! The gateway under test as a child process: started on a data dir (sled) or a database
+//! (PostgreSQL) with fresh ports, waited for until both listeners answer `/healthz`, then
+//! SIGKILLed (or stopped with SIGTERM).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct Launch {
     pub binary: PathBuf,
     /// The data dir every start shares.
     pub data_dir: PathBuf,
+    /// The database every start shares, when the store is PostgreSQL (else sled in
+    /// `data_dir`).
+    pub postgres_url: Option<String>,
     /// Appended to by every start.
     pub log: PathBuf,
     /// API key.
@@ -60,8 +64,17 @@ impl GatewayProcess {
             .open(&launch.log)
             .map_err(|e| format!("{}: {e}", launch.log.display()))?;
         let err_log = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&launch.binary)
+        let mut command = Command::new(&launch.binary);
+        command
             .env_remove("CHAT_GATEWAY_CONFIG")
+            .env_remove("CHAT_GATEWAY_STORE__KIND")
+            .env_remove("CHAT_GATEWAY_STORE__POSTGRES_URL");
+        if let Some(url) = &launch.postgres_url {
+            command
+                .env("CHAT_GATEWAY_STORE__KIND", "postgres")
+                .env("CHAT_GATEWAY_STORE__POSTGRES_URL", url);
+        }
+        let child = command
             .env("CHAT_GATEWAY_PUBLIC_ADDR", public.to_string())
             .env("CHAT_GATEWAY_ADMIN_ADDR", admin.to_string())
             .env("CHAT_GATEWAY_DATA_DIR", &launch.data_dir)

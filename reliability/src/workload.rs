@@ -3,7 +3,7 @@
 //! worker stops at the first request that gets no answer: that write's outcome is unknown
 //! until the restarted gateway is inspected.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -43,6 +43,13 @@ pub struct Stats {
     pub lost_not_applied: u64,
 }
 
+impl Stats {
+    /// Writes acknowledged, of every kind.
+    pub fn acked_writes(&self) -> u64 {
+        self.batches_acked + self.patches_acked + self.deletes_acked + self.batch_deletes_acked
+    }
+}
+
 /// One writer.
 pub struct Worker {
     /// Its number; its ids are `w<idx>-u<n>`.
@@ -57,6 +64,7 @@ pub struct Worker {
     pub violations: Vec<String>,
     rng: StdRng,
     max_live: usize,
+    batch_size: usize,
 }
 
 /// Why a worker's loop ended.
@@ -66,8 +74,8 @@ enum Step {
 }
 
 impl Worker {
-    /// A worker with its own random stream.
-    pub fn new(idx: usize, seed: u64, max_live: usize) -> Self {
+    /// A worker with its own random stream, writing batches of `batch_size` users (at least 2).
+    pub fn new(idx: usize, seed: u64, max_live: usize, batch_size: usize) -> Self {
         Self {
             idx,
             next_id: 0,
@@ -77,12 +85,15 @@ impl Worker {
             violations: Vec::new(),
             rng: StdRng::seed_from_u64(seed ^ (idx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             max_live,
+            batch_size: batch_size.max(2),
         }
     }
 
-    /// Writes until `stop` is set or a request is lost.
-    pub async fn run(mut self, admin: Admin, stop: Arc<AtomicBool>) -> Self {
+    /// Writes until `stop` is set or a request is lost; counts each acknowledged write in
+    /// `acked`.
+    pub async fn run(mut self, admin: Admin, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>) -> Self {
         while !stop.load(Ordering::Relaxed) {
+            let before = self.stats.acked_writes();
             let roll = self.rng.random_range(0..100);
             let step = match roll {
                 0..35 => self.batch_upsert(&admin, false).await,
@@ -92,6 +103,7 @@ impl Worker {
                 85..93 => self.delete_batch(&admin).await,
                 _ => self.recreate_tomb(&admin).await,
             };
+            acked.fetch_add(self.stats.acked_writes() - before, Ordering::Relaxed);
             if let Step::Lost = step {
                 break;
             }
@@ -160,26 +172,28 @@ impl Worker {
         }
     }
 
-    /// `POST /users` with 100 users: live ones and new ones, all tagged with the batch. A
-    /// poisoned batch also carries a hard-deleted id and must be refused whole (code 16).
+    /// `POST /users` with a batch of users (100 by default): live ones and new ones, all
+    /// tagged with the batch. A poisoned batch also carries a hard-deleted id and must be
+    /// refused whole (code 16).
     async fn batch_upsert(&mut self, admin: &Admin, poisoned: bool) -> Step {
         let live = self.ledger.live();
         let tombs = self.ledger.tombs();
         let poisoned = poisoned && !tombs.is_empty();
+        let size = self.batch_size;
         let existing = if live.len() >= self.max_live {
-            100
+            size
         } else {
-            self.rng.random_range(0..=70)
+            self.rng.random_range(0..=size * 7 / 10)
         };
         let mut ids = self.pick(&live, existing);
-        while ids.len() < 100 {
+        while ids.len() < size {
             let id = self.fresh_id();
             self.ledger.users.entry(id.clone()).or_insert(Slot::Absent);
             ids.push(id);
         }
         if poisoned {
-            // Still 100 users: a hard-deleted id takes the last one's place.
-            ids.truncate(99);
+            // Still `size` users: a hard-deleted id takes the last one's place.
+            ids.truncate(size - 1);
         }
         let write = self.write_no();
         let tag = format!("b-w{}-{write}", self.idx);
