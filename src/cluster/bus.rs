@@ -82,9 +82,9 @@ async fn write_published(node: Weak<Node>, mut rx: mpsc::Receiver<UserEvent>) {
     }
 }
 
-/// Deletes old outbox rows every few minutes (any node may; deleting twice is harmless).
+/// Deletes old outbox rows every minute (any node may; deleting twice is harmless).
 pub(super) async fn prune_outbox(node: Weak<Node>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

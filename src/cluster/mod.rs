@@ -35,8 +35,9 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// its connection worked: transactions stamp their events when they start, and one can run
 /// for up to a store call's deadline before it commits.
 const REPLAY_MARGIN: Duration = Duration::from_secs(5);
-/// How long outbox rows are kept.
-const OUTBOX_KEEP: Duration = Duration::from_secs(3600);
+/// How long outbox rows are kept: far longer than a listener's replay window; a node away
+/// for longer re-checks its sockets against the store anyway.
+const OUTBOX_KEEP: Duration = Duration::from_secs(600);
 
 /// What the parts of a cluster node share.
 pub(crate) struct Node {

@@ -289,12 +289,26 @@ impl UsersService {
         self.presence.online(&[user_id]).await.first() == Some(&true)
     }
 
-    /// Sets the `online` of `user.updated` events from presence (events are made without it).
+    /// Sets the `online` of `user.updated` events from presence (events are made without it),
+    /// asking presence once for the whole batch.
     async fn with_presence(&self, events: &mut [UserEvent]) {
-        for e in events {
-            if let UserEvent::Updated { user, online } = e {
-                *online = self.is_online(&user.id).await;
-            }
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                UserEvent::Updated { user, .. } => Some(user.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let online = self.presence.online(&ids).await;
+        let updated = events.iter_mut().filter_map(|e| match e {
+            UserEvent::Updated { online, .. } => Some(online),
+            _ => None,
+        });
+        for (slot, now) in updated.zip(online) {
+            *slot = now;
         }
     }
 

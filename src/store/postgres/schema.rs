@@ -22,7 +22,7 @@
 //!
 //! Added by version 2, for several nodes sharing the database (see `crate::cluster`):
 //! - `outbox (seq bigserial primary key, node text, at timestamptz, event text)`: the events
-//!   of each write, recorded in the write's transaction (see `outbox`); pruned after an hour.
+//!   of each write, recorded in the write's transaction (see `outbox`); pruned after ten minutes.
 //! - `nodes (id text primary key, lock_key bigint, lease_until timestamptz, started_at
 //!   timestamptz)`: the live gateway nodes and their leases. `UNLOGGED`, like `presence`:
 //!   both are rebuilt from the nodes' live connections when a crash of the database empties
