@@ -505,9 +505,11 @@ fn postgres_section(w: &mut String, pg: &PgResults) {
          local PostgreSQL server (`--pg-url`, else `CHAT_GATEWAY_TEST_PG_URL`, else \
          `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards. *pgbase* \
          (`bench/src/pgbase.rs`) is the PostgreSQL store's own statements sent straight through \
-         tokio-postgres, without HTTP, rules or a pool: for each batch one read per user, then one \
-         READ COMMITTED transaction with an insert, a tombstone check, a name release and a name \
-         claim per user, then `COMMIT`; each statement prepared once per connection.\n"
+         tokio-postgres, without HTTP, rules or a pool: for each batch one read per user (one at a \
+         time, as the users service asks the store), then one READ COMMITTED transaction with an \
+         insert, a tombstone check, a name release and a name claim per user, sent together \
+         (pipelined) as the store sends them, then `COMMIT`; each statement prepared once per \
+         connection.\n"
     );
     let _ = writeln!(w, "### 7a. Admin writes against pgbase\n");
     match &pg.admin {

@@ -485,6 +485,7 @@ pub async fn pg_admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
             "--batch=100".to_owned(),
             format!("--concurrency={}", s.admin_concurrency),
             format!("--partial={}", s.admin_partial),
+            "--pipeline".to_owned(),
         ];
         let report: Result<PgReport, String> = run_json(&ctx.pgbase, &args).await;
         let dropped = db.drop_now().await;
@@ -519,8 +520,9 @@ pub async fn pg_admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
     })
 }
 
-/// How pgbase sends its statements in scenario 7 (its default options).
-pub const PGBASE_MODE: &str = "reads, one statement at a time";
+/// How pgbase sends its statements in scenario 7: as the store does.
+pub const PGBASE_MODE: &str =
+    "reads one at a time, each transaction's statements pipelined (`pgbase --pipeline`)";
 
 /// Scenario 4: admin write → event on the socket, with many idle connections open.
 pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {
