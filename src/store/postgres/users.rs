@@ -24,7 +24,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use deadpool_postgres::{Client, GenericClient, Transaction};
+use deadpool_postgres::{Client, GenericClient};
 use futures_util::future::join_all;
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
