@@ -25,7 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use deadpool_postgres::{Client, GenericClient};
-use futures_util::future::join_all;
+use futures_util::future::{join3, join_all};
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Statement};
@@ -446,20 +446,28 @@ pub async fn get_user(
 }
 
 /// Records a user's last activity, outside its version; nothing for an erased user.
-pub async fn touch_last_active(
-    client: &impl GenericClient,
-    id: &str,
-    at: Timestamp,
-) -> Result<(), StoreError> {
+///
+/// Committed without waiting for the server to flush its log (`synchronous_commit` off for
+/// this transaction alone): the store's contract lets a crash lose the touch, and every
+/// connect and every last disconnect makes one, so waiting for the disk each time would
+/// bound connects by commits. The statements go out together: one round trip.
+pub async fn touch_last_active(client: &Client, id: &str, at: Timestamp) -> Result<(), StoreError> {
     let stmt = client
         .prepare_cached("UPDATE users SET last_active = $2 WHERE id = $1")
         .await
         .map_err(pg_error)?;
-    client
-        .execute(&stmt, &[&id, &at.to_wire()])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
+    let at = at.to_wire();
+    let pg: &tokio_postgres::Client = client;
+    // Polled in this order, so sent in this order; a failed update makes COMMIT roll back.
+    let (begun, touched, committed) = join3(
+        pg.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        pg.execute(&stmt, &[&id, &at]),
+        pg.batch_execute("COMMIT"),
+    )
+    .await;
+    begun.map_err(pg_error)?;
+    touched.map_err(pg_error)?;
+    committed.map_err(pg_error)
 }
 
 /// Ids of the active users holding `name` in `scope`.
