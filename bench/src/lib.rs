@@ -11,6 +11,8 @@
 //! - `events`   — time from an admin write to the event (or close) on the user's socket.
 //! - `baseline` — the minimal WebSocket server doing the same `/connect` job.
 //! - `sledbase` — the raw sled write path the gateway's admin writes are compared with.
+//! - `pgbase`   — the same for the PostgreSQL store: its statements, straight to the server.
+//! - `pgdb`     — throwaway PostgreSQL databases, one per run.
 //! - `timefmt`  — RFC 3339 timestamps and the epoch clock children report on.
 //! - `run`      — the scenario runner behind `benchrun`: servers, scenarios, results, report.
 
@@ -20,6 +22,8 @@ pub mod baseline;
 pub mod client;
 pub mod events;
 pub mod loadgen;
+pub mod pgbase;
+pub mod pgdb;
 pub mod procfs;
 pub mod query;
 pub mod run;

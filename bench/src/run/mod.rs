@@ -2,8 +2,8 @@
 //! reads its RSS and CPU from `/proc`, and writes `bench/results/*.json` and `BENCHMARKS.md`.
 //!
 //! - `server`    — starting, probing and stopping the gateway and the baseline.
-//! - `procs`     — `loadgen` / `sledbase` child processes and their reports.
-//! - `scenarios` — scenarios 1–5 and the sizes of every scenario.
+//! - `procs`     — `loadgen` / `sledbase` / `pgbase` child processes and their reports.
+//! - `scenarios` — scenarios 1–5 and 7 (`pgadmin`), and the sizes of every scenario.
 //! - `query`     — scenario 6, user queries, before and after a change.
 //! - `results`   — the result records (the JSON schema).
 //! - `report`    — markdown and SVG from the result files.
@@ -22,7 +22,13 @@ use server::{Kind, ServerEnv};
 use std::path::PathBuf;
 
 /// Scenarios in the order they run.
-pub const SCENARIOS: [&str; 6] = ["memory", "connect", "admin", "events", "cpu", "query"];
+pub const SCENARIOS: [&str; 7] = [
+    "memory", "connect", "admin", "events", "cpu", "query", "pgadmin",
+];
+
+/// Scenarios that `--store postgres` runs with the gateway on both stores (and `pgadmin`,
+/// which is on PostgreSQL whatever the store).
+pub const PG_SCENARIOS: [&str; 3] = ["memory", "connect", "pgadmin"];
 
 /// Options of `benchrun` (what `scripts/bench.sh` passes through).
 #[derive(Parser, Debug, Clone)]
@@ -34,17 +40,23 @@ pub struct RunArgs {
     /// Runs per configuration (default 3; 1 with --tiny).
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Comma-separated subset of: memory, connect, admin, events, cpu, query.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "memory,connect,admin,events,cpu,query"
-    )]
+    /// Comma-separated subset of: memory, connect, admin, events, cpu, query, pgadmin (default:
+    /// all; with --store postgres: memory, connect, pgadmin).
+    #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
-    /// Comma-separated servers to measure: gateway, baseline.
+    /// Comma-separated servers to measure: gateway, baseline (ignored with --store postgres).
     #[arg(long, value_delimiter = ',', default_value = "gateway,baseline")]
     pub servers: Vec<String>,
-    /// Directory holding loadgen, baseline and sledbase (default: this binary's directory).
+    /// The gateway's store in scenarios 1 and 2: `sled`, or `postgres` to measure the gateway
+    /// on PostgreSQL beside the gateway on sled, results under <out-dir>/postgres/.
+    #[arg(long, default_value = "sled", value_parser = ["sled", "postgres"])]
+    pub store: String,
+    /// PostgreSQL server on which every run gets a fresh database (default:
+    /// CHAT_GATEWAY_TEST_PG_URL, else postgres://postgres@127.0.0.1:5432/postgres).
+    #[arg(long)]
+    pub pg_url: Option<String>,
+    /// Directory holding loadgen, baseline, sledbase and pgbase (default: this binary's
+    /// directory).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
     /// The gateway binary (default: chat-gateway in --bin-dir).
@@ -136,58 +148,64 @@ pub fn meta(runs: usize, tiny: bool) -> Meta {
     }
 }
 
-/// Problems that make a run's figures suspect (failed connects, missed events, drops).
-fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
-    let mut all = report::AllResults::load(out_dir);
+fn memory_problems(r: &results::MemoryResults, found: &mut Vec<String>) {
+    for run in r
+        .runs
+        .iter()
+        .filter(|x| x.failed > 0 || x.connected != x.conns)
+    {
+        found.push(format!(
+            "memory {} n={}: {} of {} connected",
+            run.server, run.conns, run.connected, run.conns
+        ));
+    }
+}
+
+fn connect_problems(r: &results::ConnectResults, found: &mut Vec<String>) {
+    for run in r.runs.iter().filter(|x| x.failed > 0) {
+        found.push(format!(
+            "connect {} {}: {} failed ({:?})",
+            run.server, run.pass, run.failed, run.first_error
+        ));
+    }
+}
+
+fn admin_problems(r: &results::AdminResults, found: &mut Vec<String>) {
+    for run in r.runs.iter().filter(|x| x.failed > 0) {
+        found.push(format!(
+            "admin {}: {} failed ({:?})",
+            run.target, run.failed, run.first_error
+        ));
+    }
+}
+
+/// Problems that make a run's figures suspect (failed connects, missed events, drops), in
+/// what this invocation measured: `ran` holds (scenario, on the PostgreSQL pass).
+fn problems(out_dir: &std::path::Path, ran: &[(&str, bool)]) -> Vec<String> {
     // Only what this invocation measured: older files may be from another tree.
-    if !ran.contains(&"memory") {
-        all.memory = None;
-    }
-    if !ran.contains(&"connect") {
-        all.connect = None;
-    }
-    if !ran.contains(&"admin") {
-        all.admin = None;
-    }
-    if !ran.contains(&"events") {
-        all.events = None;
-    }
-    if !ran.contains(&"cpu") {
-        all.cpu = None;
-    }
-    if !ran.contains(&"query") {
-        all.query = None;
-    }
+    let all = report::AllResults::load(out_dir);
+    let plain = |s: &str| ran.contains(&(s, false));
+    let pg = |s: &str| ran.contains(&(s, true));
     let mut found = Vec::new();
-    if let Some(r) = &all.memory {
-        for run in r
-            .runs
-            .iter()
-            .filter(|x| x.failed > 0 || x.connected != x.conns)
-        {
-            found.push(format!(
-                "memory {} n={}: {} of {} connected",
-                run.server, run.conns, run.connected, run.conns
-            ));
-        }
+    if let Some(r) = all.memory.as_ref().filter(|_| plain("memory")) {
+        memory_problems(r, &mut found);
     }
-    if let Some(r) = &all.connect {
-        for run in r.runs.iter().filter(|x| x.failed > 0) {
-            found.push(format!(
-                "connect {} {}: {} failed ({:?})",
-                run.server, run.pass, run.failed, run.first_error
-            ));
-        }
+    if let Some(r) = all.postgres.memory.as_ref().filter(|_| pg("memory")) {
+        memory_problems(r, &mut found);
     }
-    if let Some(r) = &all.admin {
-        for run in r.runs.iter().filter(|x| x.failed > 0) {
-            found.push(format!(
-                "admin {}: {} failed ({:?})",
-                run.target, run.failed, run.first_error
-            ));
-        }
+    if let Some(r) = all.connect.as_ref().filter(|_| plain("connect")) {
+        connect_problems(r, &mut found);
     }
-    if let Some(r) = &all.events {
+    if let Some(r) = all.postgres.connect.as_ref().filter(|_| pg("connect")) {
+        connect_problems(r, &mut found);
+    }
+    if let Some(r) = all.admin.as_ref().filter(|_| plain("admin")) {
+        admin_problems(r, &mut found);
+    }
+    if let Some(r) = all.postgres.admin.as_ref().filter(|_| pg("pgadmin")) {
+        admin_problems(r, &mut found);
+    }
+    if let Some(r) = all.events.as_ref().filter(|_| plain("events")) {
         for run in r
             .runs
             .iter()
@@ -199,7 +217,7 @@ fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
             ));
         }
     }
-    if let Some(r) = &all.cpu {
+    if let Some(r) = all.cpu.as_ref().filter(|_| plain("cpu")) {
         for run in r
             .runs
             .iter()
@@ -211,7 +229,7 @@ fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
             ));
         }
     }
-    if let Some(r) = &all.query {
+    if let Some(r) = all.query.as_ref().filter(|_| plain("query")) {
         for run in r.runs.iter().filter(|x| x.failed > 0) {
             found.push(format!(
                 "query {} {} users: {} failed ({:?})",
@@ -220,6 +238,34 @@ fn problems(out_dir: &std::path::Path, ran: &[&str]) -> Vec<String> {
         }
     }
     found
+}
+
+/// What to run: each scenario, and whether it is the PostgreSQL pass (the gateway on both
+/// stores, results under `<out-dir>/postgres/`). `pgadmin` is always on that pass.
+fn plan(args: &RunArgs) -> Vec<(&'static str, bool)> {
+    let postgres = args.store == "postgres";
+    let asked = |s: &str| args.scenarios.iter().any(|a| a.trim() == s);
+    let mut plan: Vec<(&'static str, bool)> = SCENARIOS
+        .iter()
+        .filter(|s| {
+            if !args.scenarios.is_empty() {
+                asked(s)
+            } else if postgres {
+                PG_SCENARIOS.contains(s)
+            } else {
+                // Without the gateway (`--servers baseline`) there is nothing to run on PostgreSQL.
+                **s != "pgadmin" || args.servers.iter().any(|x| x.trim() == "gateway")
+            }
+        })
+        .map(|s| (*s, postgres || *s == "pgadmin"))
+        .collect();
+    // The harness check also drives the gateway on PostgreSQL through scenarios 1 and 2, so
+    // that path cannot rot either.
+    if args.tiny && !postgres && args.scenarios.is_empty() {
+        plan.push(("memory", true));
+        plan.push(("connect", true));
+    }
+    plan
 }
 
 /// Runs the selected scenarios; returns the process exit code.
@@ -233,6 +279,7 @@ pub async fn run(args: RunArgs) -> i32 {
             "bench/results"
         })
     });
+    let pg_dir = out_dir.join(report::PG_DIR);
     // The root BENCHMARKS.md only describes the default results directory.
     let doc = args.doc.clone().unwrap_or_else(|| {
         if tiny || args.out_dir.is_some() {
@@ -262,13 +309,22 @@ pub async fn run(args: RunArgs) -> i32 {
                 }
             })
             .collect();
+        let plan = plan(&args);
+        if let Some(unknown) = args
+            .scenarios
+            .iter()
+            .find(|a| !SCENARIOS.contains(&a.trim()))
+        {
+            eprintln!("[benchrun] unknown scenario {unknown:?}");
+            return 1;
+        }
         // Measure one binary throughout, even if the tree is rebuilt while the runs go on.
         let gateway_src = args
             .gateway_bin
             .clone()
             .unwrap_or_else(|| bin_dir.join("chat-gateway"));
         let gateway_bin = args.work_dir.join("chat-gateway-under-test");
-        if servers.contains(&Kind::Gateway) {
+        if servers.contains(&Kind::Gateway) || plan.iter().any(|(_, pg)| *pg) {
             let copied = std::fs::create_dir_all(&args.work_dir)
                 .and_then(|_| std::fs::copy(&gateway_src, &gateway_bin));
             if let Err(e) = copied {
@@ -284,6 +340,7 @@ pub async fn run(args: RunArgs) -> i32 {
             api_key: args.api_key.clone(),
             secret: args.secret.clone(),
             max_connections: 19_500,
+            pg_url: args.pg_url.clone().unwrap_or_else(crate::pgdb::default_url),
         };
         let mut sizes = if tiny { Sizes::tiny() } else { Sizes::full() };
         sizes.sled_flush = args.sled_flush.clone();
@@ -308,44 +365,61 @@ pub async fn run(args: RunArgs) -> i32 {
             env,
             bin_dir.join("loadgen"),
             bin_dir.join("sledbase"),
+            bin_dir.join("pgbase"),
             sizes,
             runs,
             args.procs,
             args.concurrency,
-            servers,
+            servers.clone(),
         );
         if tiny {
             // A harness check starts clean so that nothing stale is reported or checked.
             for name in report::FILES {
                 let _ = std::fs::remove_file(out_dir.join(name));
+                let _ = std::fs::remove_file(pg_dir.join(name));
             }
+            let _ = std::fs::remove_file(pg_dir.join(report::PG_ADMIN_FILE));
         }
         let measured_commit = meta(runs, tiny).commit;
         let mut failed = false;
         let mut ran = Vec::new();
-        for scenario in SCENARIOS
-            .iter()
-            .filter(|s| args.scenarios.iter().any(|a| a.trim() == **s))
-        {
+        for &(scenario, pg) in &plan {
             ctx.meta = meta(runs, tiny);
             ctx.meta.baseline_read_buffer = args.baseline_read_buffer;
             // The tree as it was when the gateway binary was copied, not as it is now.
             ctx.meta.commit = measured_commit.clone();
-            eprintln!("[benchrun] scenario {scenario}");
-            ran.push(*scenario);
-            let saved = match *scenario {
+            // The PostgreSQL pass compares the gateway on both stores, nothing else.
+            ctx.servers = if pg {
+                vec![Kind::Gateway, Kind::GatewayPg]
+            } else {
+                servers.clone()
+            };
+            let dir = if pg { &pg_dir } else { &out_dir };
+            eprintln!(
+                "[benchrun] scenario {scenario}{}",
+                if pg { " (PostgreSQL)" } else { "" }
+            );
+            ran.push((scenario, pg));
+            let saved = match scenario {
                 "memory" => scenarios::idle_memory(&ctx)
                     .await
-                    .map(|r| report::save(&out_dir, report::FILES[0], &r)),
+                    .map(|r| report::save(dir, report::FILES[0], &r)),
                 "connect" => scenarios::connect_rate(&ctx)
                     .await
-                    .map(|r| report::save(&out_dir, report::FILES[1], &r)),
+                    .map(|r| report::save(dir, report::FILES[1], &r)),
+                "pgadmin" => scenarios::pg_admin_writes(&ctx)
+                    .await
+                    .map(|r| report::save(dir, report::PG_ADMIN_FILE, &r)),
+                _ if pg => {
+                    eprintln!("[benchrun] {scenario} does not run with --store postgres; skipped");
+                    continue;
+                }
                 "admin" => scenarios::admin_writes(&ctx)
                     .await
-                    .map(|r| report::save(&out_dir, report::FILES[2], &r)),
+                    .map(|r| report::save(dir, report::FILES[2], &r)),
                 "events" if ctx.servers.contains(&Kind::Gateway) => scenarios::event_latency(&ctx)
                     .await
-                    .map(|r| report::save(&out_dir, report::FILES[3], &r)),
+                    .map(|r| report::save(dir, report::FILES[3], &r)),
                 "events" => {
                     eprintln!("[benchrun] events needs the gateway; skipped");
                     continue;
@@ -353,7 +427,7 @@ pub async fn run(args: RunArgs) -> i32 {
                 "query" if ctx.servers.contains(&Kind::Gateway) => {
                     query::user_queries(&ctx, before.clone())
                         .await
-                        .map(|r| report::save(&out_dir, report::FILES[5], &r))
+                        .map(|r| report::save(dir, report::FILES[5], &r))
                 }
                 "query" => {
                     eprintln!("[benchrun] query needs the gateway; skipped");
@@ -361,7 +435,7 @@ pub async fn run(args: RunArgs) -> i32 {
                 }
                 _ => scenarios::idle_cpu(&ctx)
                     .await
-                    .map(|r| report::save(&out_dir, report::FILES[4], &r)),
+                    .map(|r| report::save(dir, report::FILES[4], &r)),
             };
             match saved {
                 Ok(Ok(())) => {}

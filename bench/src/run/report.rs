@@ -21,6 +21,38 @@ pub struct AllResults {
     pub cpu: Option<CpuResults>,
     /// Scenario 6.
     pub query: Option<QueryResults>,
+    /// Section 7: the PostgreSQL store, from the [`PG_DIR`] subdirectory.
+    pub postgres: PgResults,
+}
+
+/// Results of the PostgreSQL store (`<out-dir>/postgres/`): scenario 7, and scenarios 1 and 2
+/// run with `--store postgres` (the gateway on sled and on PostgreSQL, side by side).
+#[derive(Default)]
+pub struct PgResults {
+    /// Scenario 7, `pgadmin`: gateway on PostgreSQL against pgbase.
+    pub admin: Option<AdminResults>,
+    /// Scenario 1 with the gateway on both stores.
+    pub memory: Option<MemoryResults>,
+    /// Scenario 2 with the gateway on both stores.
+    pub connect: Option<ConnectResults>,
+}
+
+/// The subdirectory of the output directory holding the PostgreSQL results.
+pub const PG_DIR: &str = "postgres";
+
+/// File name of scenario 7's results under [`PG_DIR`].
+pub const PG_ADMIN_FILE: &str = "pgadmin.json";
+
+impl PgResults {
+    /// Reads whatever PostgreSQL result files exist under `dir/postgres`.
+    pub fn load(dir: &Path) -> Self {
+        let dir = dir.join(PG_DIR);
+        Self {
+            admin: load(&dir, PG_ADMIN_FILE),
+            memory: load(&dir, FILES[0]),
+            connect: load(&dir, FILES[1]),
+        }
+    }
 }
 
 /// File name of each scenario's results under the output directory.
@@ -56,6 +88,7 @@ impl AllResults {
             events: load(dir, FILES[3]),
             cpu: load(dir, FILES[4]),
             query: load(dir, FILES[5]),
+            postgres: PgResults::load(dir),
         }
     }
 }
@@ -446,12 +479,204 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
     }
 
     query_section(w, all.query.as_ref());
+    postgres_section(w, &all.postgres);
 
     if let Some(notes) = notes {
         let _ = writeln!(w, "## Observations\n");
         let _ = writeln!(w, "{}", notes.trim());
     }
     md
+}
+
+/// One figure of an admin-write summary.
+type Figure = fn(&AdminSummary) -> f64;
+
+/// Section 7: the PostgreSQL store — admin writes against pgbase, then connects and idle
+/// memory against the same gateway on sled, measured in the same run.
+fn postgres_section(w: &mut String, pg: &PgResults) {
+    let _ = writeln!(
+        w,
+        "## 7. PostgreSQL store
+"
+    );
+    let _ = writeln!(
+        w,
+        "The gateway with `store.kind = \"postgres\"` (*gateway-pg*), each run on a fresh database of a \
+         local PostgreSQL server (`--pg-url`, else `CHAT_GATEWAY_TEST_PG_URL`, else \
+         `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards. *pgbase* \
+         (`bench/src/pgbase.rs`) is the PostgreSQL store's own statements sent straight through \
+         tokio-postgres, without HTTP, rules or a pool: for each batch one read per user (one at a \
+         time, as the users service asks the store), then one READ COMMITTED transaction with an \
+         insert, a tombstone check, a name release and a name claim per user, sent together \
+         (pipelined) as the store sends them, then `COMMIT`; each statement prepared once per \
+         connection.\n"
+    );
+    let _ = writeln!(w, "### 7a. Admin writes against pgbase\n");
+    match &pg.admin {
+        None => {
+            let _ = writeln!(w, "Not measured yet.\n");
+        }
+        Some(r) => {
+            let _ = writeln!(
+                w,
+                "The workload of section 3: {} users upserted with `POST /users` in batches of {}, then {} \
+                 single-user `PATCH /users`, {} requests in flight. pgbase makes the same writes with the \
+                 same concurrency, one connection per writer (statements: {}). {}\n\n\
+                 Command: `scripts/bench.sh --scenarios pgadmin` · data: `bench/results/{PG_DIR}/{PG_ADMIN_FILE}`\n",
+                r.users,
+                r.batch,
+                r.partial,
+                r.concurrency,
+                if r.pgbase.is_empty() { "?" } else { &r.pgbase },
+                meta_line(&r.meta)
+            );
+            let g = r.summary.iter().find(|x| x.target == "gateway-pg");
+            let b = r.summary.iter().find(|x| x.target == "pgbase");
+            let _ = writeln!(
+                w,
+                "| workload | gateway-pg | pgbase | gateway-pg/pgbase | gateway-pg p50 / p99 per request (ms) | pgbase p50 / p99 per transaction (ms) |"
+            );
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+            let f = |x: Option<&AdminSummary>, v: fn(&AdminSummary) -> f64| x.map_or(f64::NAN, v);
+            let rows: [(&str, Figure, Figure, Figure); 2] = [
+                (
+                    "upsert, users/s",
+                    |x| x.upsert_users_per_s,
+                    |x| x.upsert_p50_ms,
+                    |x| x.upsert_p99_ms,
+                ),
+                (
+                    "partial update, updates/s",
+                    |x| x.partial_per_s,
+                    |x| x.partial_p50_ms,
+                    |x| x.partial_p99_ms,
+                ),
+            ];
+            for (label, rate, p50, p99) in rows {
+                let _ = writeln!(
+                    w,
+                    "| {label} | {} | {} | {} | {} / {} | {} / {} |",
+                    num(f(g, rate), 0),
+                    num(f(b, rate), 0),
+                    ratio(f(g, rate), f(b, rate)),
+                    num(f(g, p50), 2),
+                    num(f(g, p99), 2),
+                    num(f(b, p50), 2),
+                    num(f(b, p99), 2),
+                );
+            }
+            let failed: usize = r.summary.iter().map(|x| x.failed).sum();
+            let _ = writeln!(
+                w,
+                "\nCPU time over a whole run (upserts + partial updates): gateway-pg {} s, pgbase {} s \
+                 (each process alone; the PostgreSQL server's own CPU is in neither). Failed requests \
+                 over all runs: {failed}.\n",
+                num(f(g, |x| x.cpu_secs), 2),
+                num(f(b, |x| x.cpu_secs), 2)
+            );
+        }
+    }
+
+    let _ = writeln!(w, "### 7b. Connects, PostgreSQL against sled\n");
+    match &pg.connect {
+        None => {
+            let _ = writeln!(w, "Not measured yet.\n");
+        }
+        Some(r) => {
+            let _ = writeln!(
+                w,
+                "Section 2's passes ({} connects, {} loadgen processes, {} handshakes in flight each), the \
+                 gateway on PostgreSQL and on sled alternating run by run. {}\n\n\
+                 Command: `scripts/bench.sh --store postgres --scenarios connect` · data: \
+                 `bench/results/{PG_DIR}/connect.json`\n",
+                r.conns,
+                r.procs,
+                r.concurrency,
+                meta_line(&r.meta)
+            );
+            let _ = writeln!(
+                w,
+                "| pass | gateway-pg conn/s | gateway (sled) conn/s | pg/sled | gateway-pg p50 / p99 (ms) | gateway (sled) p50 / p99 (ms) | server CPU µs/conn (pg / sled) | failed (pg / sled) |"
+            );
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            for pass in ["new", "returning"] {
+                let find = |s: &str| r.summary.iter().find(|x| x.server == s && x.pass == pass);
+                let (p, g) = (find("gateway-pg"), find("gateway"));
+                let rate = |x: Option<&ConnectSummary>| x.map_or(f64::NAN, |x| x.rate_per_s);
+                let lat = |x: Option<&ConnectSummary>| {
+                    x.map_or("–".into(), |x| {
+                        format!("{} / {}", num(x.p50_ms, 2), num(x.p99_ms, 2))
+                    })
+                };
+                let failed =
+                    |x: Option<&ConnectSummary>| x.map_or("–".into(), |x| x.failed.to_string());
+                let cpu =
+                    |x: Option<&ConnectSummary>| x.map_or(f64::NAN, |x| x.server_cpu_us_per_conn);
+                let _ = writeln!(
+                    w,
+                    "| {pass} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+                    num(rate(p), 0),
+                    num(rate(g), 0),
+                    ratio(rate(p), rate(g)),
+                    lat(p),
+                    lat(g),
+                    num(cpu(p), 0),
+                    num(cpu(g), 0),
+                    failed(p),
+                    failed(g)
+                );
+            }
+            let _ = writeln!(w);
+        }
+    }
+
+    let _ = writeln!(w, "### 7c. Idle memory, PostgreSQL against sled\n");
+    match &pg.memory {
+        None => {
+            let _ = writeln!(w, "Not measured yet.\n");
+        }
+        Some(r) => {
+            let _ = writeln!(
+                w,
+                "Section 1's measurement (new users, {} s of settling, health checks every {} s), the \
+                 gateway on PostgreSQL and on sled alternating run by run. {}\n\n\
+                 Command: `scripts/bench.sh --store postgres --scenarios memory` · data: \
+                 `bench/results/{PG_DIR}/memory.json`\n",
+                r.settle_secs,
+                r.health_check_secs,
+                meta_line(&r.meta)
+            );
+            let _ = writeln!(
+                w,
+                "| connections | gateway-pg bytes/conn | gateway (sled) bytes/conn | pg/sled | gateway-pg RSS before → after (MiB) | gateway (sled) RSS before → after (MiB) |"
+            );
+            let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|");
+            for &n in &r.sizes {
+                let find = |s: &str| r.summary.iter().find(|x| x.server == s && x.conns == n);
+                let (p, g) = (find("gateway-pg"), find("gateway"));
+                let bpc = |x: Option<&MemorySummary>| x.map_or(f64::NAN, |x| x.bytes_per_conn);
+                let rss = |x: Option<&MemorySummary>| {
+                    x.map_or("–".into(), |x| {
+                        format!(
+                            "{} → {}",
+                            num(x.rss_before_kib / 1024.0, 1),
+                            num(x.rss_after_kib / 1024.0, 1)
+                        )
+                    })
+                };
+                let _ = writeln!(
+                    w,
+                    "| {n} | {} | {} | {} | {} | {} |",
+                    num(bpc(p), 0),
+                    num(bpc(g), 0),
+                    ratio(bpc(p), bpc(g)),
+                    rss(p),
+                    rss(g)
+                );
+            }
+            let _ = writeln!(w);
+        }
+    }
 }
 
 /// Section 6: user queries, before and after, per store size.
@@ -723,6 +948,33 @@ mod tests {
         assert_eq!(nice_ceiling(3.2), 5.0);
         assert_eq!(nice_ceiling(140.0), 200.0);
         assert_eq!(nice_ceiling(1000.0), 1000.0);
+    }
+
+    #[test]
+    fn postgres_admin_writes_render_their_ratio() {
+        let summary = |target: &str, rate: f64| AdminSummary {
+            target: target.into(),
+            runs: 1,
+            upsert_users_per_s: rate,
+            partial_per_s: rate / 10.0,
+            ..AdminSummary::default()
+        };
+        let all = AllResults {
+            postgres: PgResults {
+                admin: Some(AdminResults {
+                    summary: vec![summary("gateway-pg", 3000.0), summary("pgbase", 4000.0)],
+                    ..AdminResults::default()
+                }),
+                ..PgResults::default()
+            },
+            ..AllResults::default()
+        };
+        let md = markdown(&all, "x.svg", None);
+        assert!(
+            md.contains("| upsert, users/s | 3000 | 4000 | 0.75× |"),
+            "{md}"
+        );
+        assert!(md.contains("### 7b. Connects, PostgreSQL against sled\n\nNot measured yet."));
     }
 
     #[test]

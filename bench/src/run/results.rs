@@ -154,7 +154,7 @@ pub struct ConnectSummary {
     pub failed: usize,
 }
 
-/// Scenario 3: admin writes.
+/// Scenario 3: admin writes (and scenario 7, the same on PostgreSQL).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AdminResults {
     /// Context.
@@ -167,9 +167,12 @@ pub struct AdminResults {
     pub partial: usize,
     /// Requests (transactions) in flight.
     pub concurrency: usize,
-    /// How sledbase made its writes durable.
+    /// How sledbase made its writes durable (scenario 3).
     #[serde(default)]
     pub sled_flush: String,
+    /// How pgbase sent its statements (scenario 7).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pgbase: String,
     /// Every run.
     pub runs: Vec<AdminRun>,
     /// Medians per target.
@@ -179,7 +182,7 @@ pub struct AdminResults {
 /// One admin-write run against the gateway or raw sled.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AdminRun {
-    /// `gateway` or `sledbase`.
+    /// `gateway` or `sledbase` (scenario 3), `gateway-pg` or `pgbase` (scenario 7).
     pub target: String,
     /// Run number (1-based).
     pub run: usize,

@@ -1,5 +1,6 @@
-//! The connection and write scenarios (1–5; user queries, 6, are in `query`). Each starts every server fresh per run, interleaves the servers run by
-//! run (so slow drift of the machine hits both alike), and returns its results with medians.
+//! The connection and write scenarios (1–5, and 7 on PostgreSQL; user queries, 6, are in
+//! `query`). Each starts every server fresh per run, interleaves the servers run by run (so
+//! slow drift of the machine hits both alike), and returns its results with medians.
 
 use super::procs::{connect_and_hold, run_json};
 use super::results::*;
@@ -7,6 +8,8 @@ use super::server::{Kind, Server, ServerEnv};
 use crate::admin::AdminReport;
 use crate::events::EventReport;
 use crate::loadgen::{ConnectArgs, ConnectReport};
+use crate::pgbase::PgReport;
+use crate::pgdb::FreshDb;
 use crate::procfs::clock_ticks_per_sec;
 use crate::sledbase::SledReport;
 use crate::stats::median;
@@ -114,6 +117,8 @@ pub struct Ctx {
     pub loadgen: PathBuf,
     /// `sledbase` binary.
     pub sledbase: PathBuf,
+    /// `pgbase` binary.
+    pub pgbase: PathBuf,
     /// Scenario sizes.
     pub sizes: Sizes,
     /// Runs per configuration.
@@ -136,6 +141,7 @@ impl Ctx {
         env: ServerEnv,
         loadgen: PathBuf,
         sledbase: PathBuf,
+        pgbase: PathBuf,
         sizes: Sizes,
         runs: usize,
         procs: usize,
@@ -146,6 +152,7 @@ impl Ctx {
             env,
             loadgen,
             sledbase,
+            pgbase,
             sizes,
             runs,
             procs,
@@ -345,41 +352,81 @@ pub async fn connect_rate(ctx: &Ctx) -> Result<ConnectResults, String> {
     })
 }
 
+/// One admin-write run through the gateway's REST API on a fresh server of `kind`.
+async fn gateway_admin_run(ctx: &Ctx, kind: Kind, run: usize) -> Result<AdminRun, String> {
+    let s = &ctx.sizes;
+    let server = Server::start(&ctx.env, kind, s.health_check_secs).await?;
+    let args = vec![
+        "admin".to_owned(),
+        format!("--admin={}", server.admin.clone().unwrap_or_default()),
+        format!("--api-key={}", ctx.env.api_key),
+        format!("--secret={}", ctx.env.secret),
+        format!("--users={}", s.admin_users),
+        "--batch=100".to_owned(),
+        format!("--concurrency={}", s.admin_concurrency),
+        format!("--partial={}", s.admin_partial),
+    ];
+    let ticks_before = server.cpu_ticks();
+    let report: Result<AdminReport, String> = run_json(&ctx.loadgen, &args).await;
+    let server_cpu_secs = (server.cpu_ticks() - ticks_before) as f64 / clock_ticks_per_sec() as f64;
+    server.stop().await;
+    let report = report?;
+    Ok(AdminRun {
+        target: kind.name().into(),
+        run,
+        upsert_users_per_s: report.upsert.items_per_s,
+        upsert_p50_ms: report.upsert.latency.p50_ms,
+        upsert_p99_ms: report.upsert.latency.p99_ms,
+        partial_per_s: report.partial.items_per_s,
+        partial_p50_ms: report.partial.latency.p50_ms,
+        partial_p99_ms: report.partial.latency.p99_ms,
+        failed: report.upsert.failed + report.partial.failed,
+        first_error: report.first_error,
+        cpu_secs: server_cpu_secs,
+    })
+}
+
+/// Medians per target, in the order given (targets without runs left out).
+fn admin_summary(runs: &[AdminRun], targets: &[&str]) -> Vec<AdminSummary> {
+    let mut summary = Vec::new();
+    for &target in targets {
+        let these: Vec<&AdminRun> = runs.iter().filter(|r| r.target == target).collect();
+        if these.is_empty() {
+            continue;
+        }
+        let med = |f: fn(&AdminRun) -> f64| median(&these.iter().map(|r| f(r)).collect::<Vec<_>>());
+        summary.push(AdminSummary {
+            target: target.into(),
+            runs: these.len(),
+            upsert_users_per_s: med(|r| r.upsert_users_per_s),
+            upsert_p50_ms: med(|r| r.upsert_p50_ms),
+            upsert_p99_ms: med(|r| r.upsert_p99_ms),
+            partial_per_s: med(|r| r.partial_per_s),
+            partial_p50_ms: med(|r| r.partial_p50_ms),
+            partial_p99_ms: med(|r| r.partial_p99_ms),
+            cpu_secs: med(|r| r.cpu_secs),
+            failed: these.iter().map(|r| r.failed).sum(),
+        });
+    }
+    summary
+}
+
+fn admin_progress(runs: &[AdminRun], run: usize) {
+    for r in runs.iter().filter(|r| r.run == run) {
+        progress(format!(
+            "admin {} run {run}: {:.0} users/s (batch p50 {:.1} ms), {:.0} partial/s, {} failed",
+            r.target, r.upsert_users_per_s, r.upsert_p50_ms, r.partial_per_s, r.failed
+        ));
+    }
+}
+
 /// Scenario 3: admin write throughput, gateway vs raw sled.
 pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
     let s = &ctx.sizes;
     let mut runs = Vec::new();
     for run in 1..=ctx.runs {
         if ctx.servers.contains(&Kind::Gateway) {
-            let server = Server::start(&ctx.env, Kind::Gateway, s.health_check_secs).await?;
-            let args = vec![
-                "admin".to_owned(),
-                format!("--admin={}", server.admin.clone().unwrap_or_default()),
-                format!("--api-key={}", ctx.env.api_key),
-                format!("--secret={}", ctx.env.secret),
-                format!("--users={}", s.admin_users),
-                "--batch=100".to_owned(),
-                format!("--concurrency={}", s.admin_concurrency),
-                format!("--partial={}", s.admin_partial),
-            ];
-            let ticks_before = server.cpu_ticks();
-            let report: AdminReport = run_json(&ctx.loadgen, &args).await?;
-            let server_cpu_secs =
-                (server.cpu_ticks() - ticks_before) as f64 / clock_ticks_per_sec() as f64;
-            server.stop().await;
-            runs.push(AdminRun {
-                target: "gateway".into(),
-                run,
-                upsert_users_per_s: report.upsert.items_per_s,
-                upsert_p50_ms: report.upsert.latency.p50_ms,
-                upsert_p99_ms: report.upsert.latency.p99_ms,
-                partial_per_s: report.partial.items_per_s,
-                partial_p50_ms: report.partial.latency.p50_ms,
-                partial_p99_ms: report.partial.latency.p99_ms,
-                failed: report.upsert.failed + report.partial.failed,
-                first_error: report.first_error,
-                cpu_secs: server_cpu_secs,
-            });
+            runs.push(gateway_admin_run(ctx, Kind::Gateway, run).await?);
         }
         let dir = ctx.env.work_dir.join(format!("sledbase-{run}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -407,33 +454,9 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
             first_error: report.first_error,
             cpu_secs: sled_cpu_secs,
         });
-        for r in runs.iter().filter(|r| r.run == run) {
-            progress(format!(
-                "admin {} run {run}: {:.0} users/s (batch p50 {:.1} ms), {:.0} partial/s, {} failed",
-                r.target, r.upsert_users_per_s, r.upsert_p50_ms, r.partial_per_s, r.failed
-            ));
-        }
+        admin_progress(&runs, run);
     }
-    let mut summary = Vec::new();
-    for target in ["gateway", "sledbase"] {
-        let these: Vec<&AdminRun> = runs.iter().filter(|r| r.target == target).collect();
-        if these.is_empty() {
-            continue;
-        }
-        let med = |f: fn(&AdminRun) -> f64| median(&these.iter().map(|r| f(r)).collect::<Vec<_>>());
-        summary.push(AdminSummary {
-            target: target.into(),
-            runs: these.len(),
-            upsert_users_per_s: med(|r| r.upsert_users_per_s),
-            upsert_p50_ms: med(|r| r.upsert_p50_ms),
-            upsert_p99_ms: med(|r| r.upsert_p99_ms),
-            partial_per_s: med(|r| r.partial_per_s),
-            partial_p50_ms: med(|r| r.partial_p50_ms),
-            partial_p99_ms: med(|r| r.partial_p99_ms),
-            cpu_secs: med(|r| r.cpu_secs),
-            failed: these.iter().map(|r| r.failed).sum(),
-        });
-    }
+    let summary = admin_summary(&runs, &["gateway", "sledbase"]);
     Ok(AdminResults {
         meta: ctx.meta.clone(),
         users: s.admin_users,
@@ -441,10 +464,65 @@ pub async fn admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
         partial: s.admin_partial,
         concurrency: s.admin_concurrency,
         sled_flush: s.sled_flush.clone(),
+        pgbase: String::new(),
         runs,
         summary,
     })
 }
+
+/// Scenario 7 (`pgadmin`): the admin writes of scenario 3 through a gateway on PostgreSQL
+/// (a fresh database per run) against pgbase, the store's own statements sent straight to
+/// the same server (another fresh database), run by run.
+pub async fn pg_admin_writes(ctx: &Ctx) -> Result<AdminResults, String> {
+    let s = &ctx.sizes;
+    let mut runs = Vec::new();
+    for run in 1..=ctx.runs {
+        runs.push(gateway_admin_run(ctx, Kind::GatewayPg, run).await?);
+        let db = FreshDb::create(&ctx.env.pg_url, "base").await?;
+        let args = vec![
+            format!("--url={}", db.url),
+            format!("--users={}", s.admin_users),
+            "--batch=100".to_owned(),
+            format!("--concurrency={}", s.admin_concurrency),
+            format!("--partial={}", s.admin_partial),
+            "--pipeline".to_owned(),
+        ];
+        let report: Result<PgReport, String> = run_json(&ctx.pgbase, &args).await;
+        let dropped = db.drop_now().await;
+        let report = report?;
+        dropped?;
+        runs.push(AdminRun {
+            target: "pgbase".into(),
+            run,
+            upsert_users_per_s: report.upsert.items_per_s,
+            upsert_p50_ms: report.upsert.latency.p50_ms,
+            upsert_p99_ms: report.upsert.latency.p99_ms,
+            partial_per_s: report.partial.items_per_s,
+            partial_p50_ms: report.partial.latency.p50_ms,
+            partial_p99_ms: report.partial.latency.p99_ms,
+            failed: report.upsert.failed + report.partial.failed,
+            first_error: report.first_error,
+            cpu_secs: report.cpu_secs,
+        });
+        admin_progress(&runs, run);
+    }
+    let summary = admin_summary(&runs, &["gateway-pg", "pgbase"]);
+    Ok(AdminResults {
+        meta: ctx.meta.clone(),
+        users: s.admin_users,
+        batch: 100,
+        partial: s.admin_partial,
+        concurrency: s.admin_concurrency,
+        sled_flush: String::new(),
+        pgbase: PGBASE_MODE.into(),
+        runs,
+        summary,
+    })
+}
+
+/// How pgbase sends its statements in scenario 7: as the store does.
+pub const PGBASE_MODE: &str =
+    "reads one at a time, each transaction's statements pipelined (`pgbase --pipeline`)";
 
 /// Scenario 4: admin write → event on the socket, with many idle connections open.
 pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {

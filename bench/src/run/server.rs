@@ -1,5 +1,7 @@
-//! The servers under test: the gateway binary and the baseline, started fresh for each run.
+//! The servers under test: the gateway binary (on sled, or on a fresh PostgreSQL database)
+//! and the baseline, started fresh for each run.
 
+use crate::pgdb::FreshDb;
 use crate::procfs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,8 +12,10 @@ use tokio::process::{Child, Command};
 /// Which server a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `chat-gateway serve`.
+    /// `chat-gateway serve` on its default store, sled.
     Gateway,
+    /// `chat-gateway serve` with `store.kind = "postgres"`, on a database of its own.
+    GatewayPg,
     /// The bench crate's `baseline`.
     Baseline,
 }
@@ -21,6 +25,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Gateway => "gateway",
+            Kind::GatewayPg => "gateway-pg",
             Kind::Baseline => "baseline",
         }
     }
@@ -43,6 +48,8 @@ pub struct ServerEnv {
     pub max_connections: usize,
     /// The baseline's initial WebSocket read buffer, bytes.
     pub baseline_read_buffer: usize,
+    /// The PostgreSQL server [`Kind::GatewayPg`] gets a fresh database on.
+    pub pg_url: String,
 }
 
 /// A running server process.
@@ -57,6 +64,7 @@ pub struct Server {
     pub admin: Option<String>,
     child: Child,
     data_dir: Option<PathBuf>,
+    database: Option<FreshDb>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -85,8 +93,12 @@ impl Server {
         let public: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
         let log = log_file(&env.work_dir, kind.name()).map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let database = match kind {
+            Kind::GatewayPg => Some(FreshDb::create(&env.pg_url, "gw").await?),
+            _ => None,
+        };
         let (mut command, admin, data_dir) = match kind {
-            Kind::Gateway => {
+            Kind::Gateway | Kind::GatewayPg => {
                 let admin: SocketAddr =
                     ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
                 let data_dir = env.work_dir.join(format!("gateway-data-{}", public.port()));
@@ -112,6 +124,10 @@ impl Server {
                         health_check_secs.to_string(),
                     )
                     .env("RUST_LOG", "warn");
+                if let Some(db) = &database {
+                    c.env("CHAT_GATEWAY_STORE__KIND", "postgres")
+                        .env("CHAT_GATEWAY_STORE__POSTGRES_URL", &db.url);
+                }
                 (c, Some(format!("http://{admin}")), Some(data_dir))
             }
             Kind::Baseline => {
@@ -123,14 +139,26 @@ impl Server {
                 (c, None, None)
             }
         };
-        let child = command
+        let spawned = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", kind.name()))?;
-        let pid = child.id().ok_or("server exited at once")?;
+            .map_err(|e| format!("cannot start {}: {e}", kind.name()))
+            .and_then(|child| {
+                let pid = child.id().ok_or("server exited at once")?;
+                Ok((child, pid))
+            });
+        let (child, pid) = match spawned {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(db) = database {
+                    let _ = db.drop_now().await;
+                }
+                return Err(e);
+            }
+        };
         let mut server = Server {
             kind,
             pid,
@@ -138,8 +166,12 @@ impl Server {
             admin,
             child,
             data_dir,
+            database,
         };
-        server.wait_ready().await?;
+        if let Err(e) = server.wait_ready().await {
+            server.stop().await;
+            return Err(e);
+        }
         Ok(server)
     }
 
@@ -204,7 +236,8 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then SIGKILL after a grace period; removes the data directory.
+    /// SIGTERM, then SIGKILL after a grace period; removes the data directory (and drops
+    /// the database).
     pub async fn stop(mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -219,6 +252,11 @@ impl Server {
         }
         if let Some(dir) = self.data_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(db) = self.database.take() {
+            if let Err(e) = db.drop_now().await {
+                eprintln!("[benchrun] {e}");
+            }
         }
     }
 }

@@ -199,7 +199,7 @@ impl PostgresStore {
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, StoredUser>, StoreError> {
         self.bounded("get_users", async {
-            users::get_users(&**self.client().await?, ids).await
+            users::get_users(&self.client().await?, ids).await
         })
         .await
     }
@@ -283,14 +283,14 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn get_user(&self, id: &str) -> Result<Option<StoredUser>, StoreError> {
         self.bounded("get_user", async {
-            users::get_user(&**self.client().await?, id).await
+            users::get_user(&self.client().await?, id).await
         })
         .await
     }
 
     async fn is_tombstoned(&self, id: &str) -> Result<bool, StoreError> {
         self.bounded("is_tombstoned", async {
-            users::is_tombstoned(&**self.client().await?, id).await
+            users::is_tombstoned(&self.client().await?, id).await
         })
         .await
     }
@@ -317,7 +317,7 @@ impl Store for PostgresStore {
 
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
         self.bounded("touch_last_active", async {
-            users::touch_last_active(&**self.client().await?, id, at).await
+            users::touch_last_active(&self.client().await?, id, at).await
         })
         .await
     }
@@ -331,7 +331,7 @@ impl Store for PostgresStore {
 
     async fn name_holders(&self, name: &str, scope: &NameScope) -> Result<Vec<String>, StoreError> {
         self.bounded("name_holders", async {
-            users::name_holders(&**self.client().await?, name, scope).await
+            users::name_holders(&self.client().await?, name, scope).await
         })
         .await
     }

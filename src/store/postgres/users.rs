@@ -15,10 +15,20 @@
 //!   its snapshot predates the lock). No UNIQUE index: names held before enforcement are
 //!   legal duplicates.
 //! - Durability: the call returns after `COMMIT`.
+//!
+//! Round trips: every statement is prepared once per pooled connection, and a batch's
+//! statements go to the server together (pipelined), so a batch costs three round trips
+//! whatever its size; the server still runs them one by one, in the order above (see
+//! [`apply_batch`]).
 
-use deadpool_postgres::{Client, Transaction};
-use tokio_postgres::GenericClient;
-use tokio_postgres::IsolationLevel;
+use std::future::Future;
+use std::pin::Pin;
+
+use deadpool_postgres::{Client, GenericClient};
+use futures_util::future::{join3, join_all};
+use futures_util::TryStreamExt;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Statement};
 
 use super::{decode, pg_error};
 use crate::model::user::User;
@@ -86,230 +96,329 @@ fn batch_lock_keys(changes: &[UserChange]) -> Vec<i64> {
 }
 
 /// A driver error during the change of `id`: a deadlock or serialisation failure names it.
-fn failed(id: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
-    move |e| match pg_error(e) {
+fn failed(id: &str, e: tokio_postgres::Error) -> StoreError {
+    match pg_error(e) {
         StoreError::Conflict(_) => StoreError::Conflict(id.to_owned()),
         other => other,
     }
 }
 
-/// Applies a batch as one transaction, with its events for the other nodes (recorded by
-/// `node` in the outbox); see the module documentation.
-pub async fn apply_batch(
-    client: &mut Client,
-    changes: &[UserChange],
-    node: &str,
-    events: &[String],
-) -> Result<(), StoreError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::ReadCommitted)
-        .start()
-        .await
-        .map_err(pg_error)?;
-    let keys = batch_lock_keys(changes);
-    if !keys.is_empty() {
-        // One row per key, in array order: the locks are taken in sorted order.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-            &[&keys],
-        )
-        .await
-        .map_err(pg_error)?;
-    }
-    for change in changes {
-        apply_change(&tx, change).await?;
-    }
-    super::outbox::record(&tx, node, events).await?;
-    // Dropping an uncommitted transaction (on any error above) rolls it back.
-    tx.commit().await.map_err(pg_error)
+/// The statements of a batch, prepared once per pooled connection (deadpool keeps them), so
+/// that every one of them can go out without a round trip of its own to prepare it.
+struct Statements {
+    lock: Statement,
+    insert: Statement,
+    update: Statement,
+    exists: Statement,
+    erase: Statement,
+    tombstoned: Statement,
+    tombstone: Statement,
+    release: Statement,
+    check: Statement,
+    claim: Statement,
 }
 
-async fn apply_change(tx: &Transaction<'_>, change: &UserChange) -> Result<(), StoreError> {
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, StoreError> {
+        let prepare = |sql: &'static str| client.prepare_cached(sql);
+        let (lock, insert, update, exists, erase) = tokio::try_join!(
+            // One row per key, in array order: the locks are taken in sorted order.
+            prepare("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
+            prepare(
+                "INSERT INTO users (id, version, doc) VALUES ($1, 1, $2)
+                 ON CONFLICT (id) DO NOTHING"
+            ),
+            prepare(
+                "UPDATE users SET version = version + 1, doc = $3
+                 WHERE id = $1 AND version = $2"
+            ),
+            prepare("SELECT 1 FROM users WHERE id = $1"),
+            prepare("DELETE FROM users WHERE id = $1 AND version = $2"),
+        )
+        .map_err(pg_error)?;
+        let (tombstoned, tombstone, release, check, claim) = tokio::try_join!(
+            prepare(TOMBSTONED),
+            prepare(
+                "INSERT INTO tombstones (id, deleted_at) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at"
+            ),
+            prepare("DELETE FROM user_names WHERE user_id = $1"),
+            prepare(
+                "SELECT 1 FROM user_names
+                 WHERE kind = $1 AND team = $2 AND name = $3 AND user_id <> $4 LIMIT 1"
+            ),
+            // The names an active user holds: the app scope and each of its teams.
+            prepare(
+                "INSERT INTO user_names (kind, team, name, user_id)
+                 SELECT 'a', ''::bytea, $2, $1
+                 UNION ALL SELECT 't', t, $2, $1 FROM unnest($3::bytea[]) AS t
+                 ON CONFLICT DO NOTHING"
+            ),
+        )
+        .map_err(pg_error)?;
+        Ok(Self {
+            lock,
+            insert,
+            update,
+            exists,
+            erase,
+            tombstoned,
+            tombstone,
+            release,
+            check,
+            claim,
+        })
+    }
+}
+
+const TOMBSTONED: &str = "SELECT 1 FROM tombstones WHERE id = $1";
+
+/// What a change's statements need computed before they go out (they borrow it).
+struct Values<'a> {
+    /// The user's JSON (a put).
+    doc: String,
+    /// The version `expect` names, if any.
+    version: Option<i64>,
+    /// The normal form of the name the user holds (a put of an active user with a name).
+    norm: Option<String>,
+    /// The user's teams, as stored.
+    teams: Vec<&'a [u8]>,
+    /// `(kind, team)` of each scope whose name check the put asks for.
+    scopes: Vec<(i8, &'a [u8])>,
+    /// The wire time of the tombstone the change leaves, if any.
+    deleted_at: Option<String>,
+}
+
+fn values(change: &UserChange) -> Values<'_> {
+    let version = |e: &Expect| match e {
+        Expect::Absent => None,
+        Expect::Version(v) => Some(*v as i64),
+    };
     match change {
         UserChange::Put {
             user,
             expect,
             check_names,
             tombstone,
+        } => Values {
+            doc: serde_json::to_string(user).expect("user encodes"),
+            version: version(expect),
+            norm: held_name(user),
+            teams: user.teams.iter().map(|t| t.as_bytes()).collect(),
+            scopes: check_names.iter().map(scope_columns).collect(),
+            deleted_at: tombstone.then(|| user.deleted_at.unwrap_or_else(Timestamp::now).to_wire()),
+        },
+        UserChange::Erase {
+            expect, deleted_at, ..
+        } => Values {
+            doc: String::new(),
+            version: version(expect),
+            norm: None,
+            teams: Vec::new(),
+            scopes: Vec::new(),
+            deleted_at: Some(deleted_at.to_wire()),
+        },
+    }
+}
+
+/// What a statement's answer (rows touched or returned) means for the batch.
+enum Want<'a> {
+    /// Any answer.
+    Any,
+    /// A row touched, else the change conflicts (the insert, the versioned update or delete).
+    Touched,
+    /// No row, else the id exists (an erase of an id expected absent).
+    Absent,
+    /// No row, else the id is tombstoned.
+    NotTombstoned,
+    /// No row, else `user`'s name is taken in the scope.
+    NameFree(&'a User, &'a NameScope),
+}
+
+/// One statement of the batch on its way: the id it is about, what its answer must be, and
+/// the answer (rows touched or returned).
+struct Step<'a> {
+    id: &'a str,
+    want: Want<'a>,
+    answer: Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>,
+}
+
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// The parameters of a statement, as the driver takes them.
+macro_rules! params {
+    ($($p:expr),*) => { vec![$($p as &(dyn ToSql + Sync)),*] };
+}
+
+/// The statements of a batch in the order they are to run. Nothing is sent until
+/// [`Pipeline::run`] polls them all, in order: tokio-postgres queues a request when its
+/// future is first polled, so they go out together and the server runs them in that order.
+struct Pipeline<'a> {
+    tx: &'a tokio_postgres::Transaction<'a>,
+    steps: Vec<Step<'a>>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// A statement whose answer is the number of rows it touched.
+    fn exec(&mut self, stmt: &'a Statement, id: &'a str, want: Want<'a>, params: Params<'a>) {
+        let answer = Box::pin(self.tx.execute_raw(stmt, params));
+        self.steps.push(Step { id, want, answer });
+    }
+
+    /// A query whose answer is the number of rows it returned.
+    fn find(&mut self, stmt: &'a Statement, id: &'a str, want: Want<'a>, params: Params<'a>) {
+        let tx = self.tx;
+        let answer = Box::pin(async move {
+            let rows = tx.query_raw(stmt, params).await?;
+            futures_util::pin_mut!(rows);
+            let mut n = 0;
+            while rows.try_next().await?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        });
+        self.steps.push(Step { id, want, answer });
+    }
+
+    /// Sends every statement, waits for every answer, and judges them in order: the first
+    /// one that fails or breaks a rule is the batch's error.
+    async fn run(self) -> Result<(), StoreError> {
+        let (judged, answers): (Vec<_>, Vec<_>) = self
+            .steps
+            .into_iter()
+            .map(|s| ((s.id, s.want), s.answer))
+            .unzip();
+        let answers = join_all(answers).await;
+        for ((id, want), answer) in judged.into_iter().zip(answers) {
+            let n = answer.map_err(|e| failed(id, e))?;
+            let found = n > 0;
+            match want {
+                Want::Any => {}
+                Want::Touched if !found => return Err(StoreError::Conflict(id.to_owned())),
+                Want::Absent if found => return Err(StoreError::Conflict(id.to_owned())),
+                Want::NotTombstoned if found => return Err(StoreError::Tombstoned(id.to_owned())),
+                Want::NameFree(user, scope) if found => {
+                    return Err(StoreError::NameTaken {
+                        name: user.name.clone().unwrap_or_default(),
+                        team: match scope {
+                            NameScope::App => None,
+                            NameScope::Team(t) => Some(t.clone()),
+                        },
+                    })
+                }
+                Want::Touched | Want::Absent | Want::NotTombstoned | Want::NameFree(..) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a batch as one transaction; see the module documentation.
+///
+/// The statements are the ones the rules need, in the order they need them, sent together
+/// (see [`Pipeline`]): a batch costs three round trips — start, the statements, commit —
+/// instead of several per user. The server still runs them one after another, each as its
+/// own statement, so each sees what the earlier ones did; the answers are judged in order,
+/// and the first that breaks a rule fails the batch as if nothing after it had been sent
+/// (the transaction is rolled back).
+///
+/// The batch's events for the other nodes (recorded by `node` in the outbox, see `outbox`)
+/// go last, in the same transaction: one more round trip, on a cluster only.
+pub async fn apply_batch(
+    client: &mut Client,
+    changes: &[UserChange],
+    node: &str,
+    events: &[String],
+) -> Result<(), StoreError> {
+    let stmts = Statements::prepare(client).await?;
+    let values: Vec<Values<'_>> = changes.iter().map(values).collect();
+    let keys = batch_lock_keys(changes);
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(pg_error)?;
+    let mut pipeline = Pipeline {
+        tx: &tx,
+        steps: Vec::with_capacity(1 + changes.len() * 5),
+    };
+    if !keys.is_empty() {
+        // Before anything else, so that every check runs under its lock.
+        pipeline.exec(&stmts.lock, "", Want::Any, params![&keys]);
+    }
+    for (change, v) in changes.iter().zip(&values) {
+        change_steps(&mut pipeline, &stmts, change, v);
+    }
+    pipeline.run().await?;
+    super::outbox::record(&tx, node, events).await?;
+    // Dropping an uncommitted transaction (on any error above) rolls it back.
+    tx.commit().await.map_err(pg_error)
+}
+
+/// The statements of one change, in the order the rules need them.
+fn change_steps<'a>(
+    p: &mut Pipeline<'a>,
+    stmts: &'a Statements,
+    change: &'a UserChange,
+    v: &'a Values<'a>,
+) {
+    match change {
+        UserChange::Put {
+            user, check_names, ..
         } => {
-            let id = user.id.as_str();
-            let doc = serde_json::to_string(user).expect("user encodes");
-            write_user(tx, id, *expect, &doc).await?;
-            release_names(tx, id).await?;
-            if let Some(norm) = held_name(user) {
-                for scope in check_names {
-                    check_name(tx, user, &norm, scope).await?;
+            let id = &user.id;
+            match &v.version {
+                None => {
+                    p.exec(&stmts.insert, id, Want::Touched, params![id, &v.doc]);
+                    // After the insert: an erase of this id racing with it has committed by now.
+                    p.find(&stmts.tombstoned, id, Want::NotTombstoned, params![id]);
+                }
+                Some(version) => {
+                    p.exec(
+                        &stmts.update,
+                        id,
+                        Want::Touched,
+                        params![id, version, &v.doc],
+                    );
+                }
+            }
+            p.exec(&stmts.release, id, Want::Any, params![id]);
+            if let Some(norm) = &v.norm {
+                for ((kind, team), scope) in v.scopes.iter().zip(check_names) {
+                    let want = Want::NameFree(user, scope);
+                    p.find(&stmts.check, id, want, params![kind, team, norm, id]);
                 }
                 if user.holds_name() {
-                    claim_names(tx, user, &norm).await?;
+                    p.exec(&stmts.claim, id, Want::Any, params![id, norm, &v.teams]);
                 }
             }
-            if *tombstone {
-                let at = user.deleted_at.unwrap_or_else(Timestamp::now);
-                put_tombstone(tx, id, at).await?;
+            if let Some(at) = &v.deleted_at {
+                p.exec(&stmts.tombstone, id, Want::Any, params![id, at]);
             }
         }
-        UserChange::Erase {
-            id,
-            expect,
-            deleted_at,
-        } => {
-            match expect {
-                Expect::Absent => {
-                    let exists = tx
-                        .query_opt("SELECT 1 FROM users WHERE id = $1", &[id])
-                        .await
-                        .map_err(failed(id))?;
-                    if exists.is_some() {
-                        return Err(StoreError::Conflict(id.clone()));
-                    }
-                    if is_tombstoned(&**tx, id).await? {
-                        return Err(StoreError::Tombstoned(id.clone()));
-                    }
+        UserChange::Erase { id, .. } => {
+            match &v.version {
+                None => {
+                    p.find(&stmts.exists, id, Want::Absent, params![id]);
+                    p.find(&stmts.tombstoned, id, Want::NotTombstoned, params![id]);
                 }
-                Expect::Version(v) => {
+                Some(version) => {
                     // Its names go with it (ON DELETE CASCADE).
-                    let erased = tx
-                        .execute(
-                            "DELETE FROM users WHERE id = $1 AND version = $2",
-                            &[id, &(*v as i64)],
-                        )
-                        .await
-                        .map_err(failed(id))?;
-                    if erased == 0 {
-                        return Err(StoreError::Conflict(id.clone()));
-                    }
+                    p.exec(&stmts.erase, id, Want::Touched, params![id, version]);
                 }
             }
-            put_tombstone(tx, id, *deleted_at).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Creates or replaces the user's row if `expect` holds.
-async fn write_user(
-    tx: &Transaction<'_>,
-    id: &str,
-    expect: Expect,
-    doc: &str,
-) -> Result<(), StoreError> {
-    match expect {
-        Expect::Absent => {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO users (id, version, doc) VALUES ($1, 1, $2)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .await
-                .map_err(failed(id))?;
-            let inserted = tx.execute(&stmt, &[&id, &doc]).await.map_err(failed(id))?;
-            if inserted == 0 {
-                return Err(StoreError::Conflict(id.to_owned()));
-            }
-            // After the insert: an erase of this id racing with it has committed by now.
-            if is_tombstoned(&**tx, id).await? {
-                return Err(StoreError::Tombstoned(id.to_owned()));
-            }
-        }
-        Expect::Version(v) => {
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE users SET version = version + 1, doc = $3
-                     WHERE id = $1 AND version = $2",
-                )
-                .await
-                .map_err(failed(id))?;
-            let updated = tx
-                .execute(&stmt, &[&id, &(v as i64), &doc])
-                .await
-                .map_err(failed(id))?;
-            if updated == 0 {
-                return Err(StoreError::Conflict(id.to_owned()));
+            if let Some(at) = &v.deleted_at {
+                p.exec(&stmts.tombstone, id, Want::Any, params![id, at]);
             }
         }
     }
-    Ok(())
-}
-
-async fn release_names(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
-    let stmt = tx
-        .prepare_cached("DELETE FROM user_names WHERE user_id = $1")
-        .await
-        .map_err(failed(id))?;
-    tx.execute(&stmt, &[&id]).await.map_err(failed(id))?;
-    Ok(())
-}
-
-/// Fails with [`StoreError::NameTaken`] when another active user holds `norm` in `scope`.
-async fn check_name(
-    tx: &Transaction<'_>,
-    user: &User,
-    norm: &str,
-    scope: &NameScope,
-) -> Result<(), StoreError> {
-    let id = user.id.as_str();
-    let (kind, team) = scope_columns(scope);
-    let stmt = tx
-        .prepare_cached(
-            "SELECT 1 FROM user_names
-             WHERE kind = $1 AND team = $2 AND name = $3 AND user_id <> $4 LIMIT 1",
-        )
-        .await
-        .map_err(failed(id))?;
-    let taken = tx
-        .query_opt(&stmt, &[&kind, &team, &norm, &id])
-        .await
-        .map_err(failed(id))?;
-    if taken.is_some() {
-        return Err(StoreError::NameTaken {
-            name: user.name.clone().unwrap_or_default(),
-            team: match scope {
-                NameScope::App => None,
-                NameScope::Team(t) => Some(t.clone()),
-            },
-        });
-    }
-    Ok(())
-}
-
-/// Records the names an active user holds: the app scope and each of its teams.
-async fn claim_names(tx: &Transaction<'_>, user: &User, norm: &str) -> Result<(), StoreError> {
-    let id = user.id.as_str();
-    let teams: Vec<&[u8]> = user.teams.iter().map(|t| t.as_bytes()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO user_names (kind, team, name, user_id)
-             SELECT 'a', ''::bytea, $2, $1
-             UNION ALL SELECT 't', t, $2, $1 FROM unnest($3::bytea[]) AS t
-             ON CONFLICT DO NOTHING",
-        )
-        .await
-        .map_err(failed(id))?;
-    tx.execute(&stmt, &[&id, &norm, &teams])
-        .await
-        .map_err(failed(id))?;
-    Ok(())
-}
-
-async fn put_tombstone(tx: &Transaction<'_>, id: &str, at: Timestamp) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO tombstones (id, deleted_at) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at",
-        &[&id, &at.to_wire()],
-    )
-    .await
-    .map_err(failed(id))?;
-    Ok(())
 }
 
 /// Whether the id carries a tombstone.
 pub async fn is_tombstoned(client: &impl GenericClient, id: &str) -> Result<bool, StoreError> {
-    let row = client
-        .query_opt("SELECT 1 FROM tombstones WHERE id = $1", &[&id])
-        .await
-        .map_err(pg_error)?;
+    let stmt = client.prepare_cached(TOMBSTONED).await.map_err(pg_error)?;
+    let row = client.query_opt(&stmt, &[&id]).await.map_err(pg_error)?;
     Ok(row.is_some())
 }
 
@@ -336,13 +445,11 @@ pub async fn get_user(
     client: &impl GenericClient,
     id: &str,
 ) -> Result<Option<StoredUser>, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT version, doc, last_active FROM users WHERE id = $1",
-            &[&id],
-        )
+    let stmt = client
+        .prepare_cached("SELECT version, doc, last_active FROM users WHERE id = $1")
         .await
         .map_err(pg_error)?;
+    let row = client.query_opt(&stmt, &[&id]).await.map_err(pg_error)?;
     row.map(|r| stored_user(r.get(0), r.get(1), r.get(2)))
         .transpose()
 }
@@ -365,19 +472,28 @@ pub async fn get_users(
 }
 
 /// Records a user's last activity, outside its version; nothing for an erased user.
-pub async fn touch_last_active(
-    client: &impl GenericClient,
-    id: &str,
-    at: Timestamp,
-) -> Result<(), StoreError> {
-    client
-        .execute(
-            "UPDATE users SET last_active = $2 WHERE id = $1",
-            &[&id, &at.to_wire()],
-        )
+///
+/// Committed without waiting for the server to flush its log (`synchronous_commit` off for
+/// this transaction alone): the store's contract lets a crash lose the touch, and every
+/// connect and every last disconnect makes one, so waiting for the disk each time would
+/// bound connects by commits. The statements go out together: one round trip.
+pub async fn touch_last_active(client: &Client, id: &str, at: Timestamp) -> Result<(), StoreError> {
+    let stmt = client
+        .prepare_cached("UPDATE users SET last_active = $2 WHERE id = $1")
         .await
         .map_err(pg_error)?;
-    Ok(())
+    let at = at.to_wire();
+    let pg: &tokio_postgres::Client = client;
+    // Polled in this order, so sent in this order; a failed update makes COMMIT roll back.
+    let (begun, touched, committed) = join3(
+        pg.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        pg.execute(&stmt, &[&id, &at]),
+        pg.batch_execute("COMMIT"),
+    )
+    .await;
+    begun.map_err(pg_error)?;
+    touched.map_err(pg_error)?;
+    committed.map_err(pg_error)
 }
 
 /// Ids of the active users holding `name` in `scope`.
