@@ -162,9 +162,12 @@ pub async fn run(
         presence,
         cluster,
     } = backbone(&config, &hub, local.clone()).await?;
-    let svc = UsersService::new(store.clone(), bus, presence, api_key, secret.clone())
+    let mut svc = UsersService::new(store.clone(), bus, presence, api_key, secret.clone())
         .await?
         .with_max_answer_bytes(limits.max_query_response_bytes);
+    if cluster.is_some() {
+        svc = svc.with_shared_settings();
+    }
     let svc = Arc::new(svc);
     if cluster.is_some() {
         // Another node's settings save reaches this one as an event.

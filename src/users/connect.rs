@@ -26,6 +26,7 @@ impl UsersService {
     /// revoked token, a deleted user and a guest token whose user is no longer a guest are
     /// refused.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, ApiError> {
+        self.sync_settings().await?;
         let identity = self.verify_token(token)?;
         if let Identity::User(claims) = &identity {
             let stored = self.load(&claims.user_id).await?;
@@ -95,6 +96,7 @@ impl UsersService {
                 return Err(ApiError::input("user_details.id must match user_id"));
             }
         }
+        self.sync_settings().await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let (user, changed) = self
@@ -201,11 +203,16 @@ impl UsersService {
     /// the user went offline, records the activity and announces it, unless the user is
     /// invisible (or cannot be read: then nothing is announced rather than too much).
     pub async fn connection_closed(&self, user_id: &str, last_here: bool) {
+        // The activity is recorded before presence can say "offline", so that no reader ever
+        // sees the user offline with an older `last_active` than its last session's (on a
+        // cluster the two are separate round trips, and other nodes read in between).
+        let now = Timestamp::now();
+        if last_here {
+            self.touch_last_active(user_id, now).await;
+        }
         if !self.presence.closed(user_id, last_here).await {
             return;
         }
-        let now = Timestamp::now();
-        self.touch_last_active(user_id, now).await;
         // Invisible as the user is now, not as it connected: a user who turned invisible
         // mid-session leaves without telling her watchers.
         let invisible = match self.load(user_id).await {

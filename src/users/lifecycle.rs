@@ -134,6 +134,7 @@ impl UsersService {
     /// `POST /users/restore`: soft-deleted users come back, all or nothing.
     pub async fn restore_users(&self, req: &UserIds) -> Result<(), ApiError> {
         let ids = &req.0;
+        self.sync_settings().await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         self.write_cycle(
@@ -265,6 +266,7 @@ impl UsersService {
         options: &LifecycleOptions,
     ) -> Result<Vec<User>, ApiError> {
         let by = self.creator(options).await?;
+        self.sync_settings().await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let users = self

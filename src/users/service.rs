@@ -96,6 +96,8 @@ pub struct UsersService {
     pub(crate) secret: Secret,
     api_key: String,
     max_answer_bytes: usize,
+    /// Other nodes save the app settings too: rule checks re-read them first.
+    shared_settings: bool,
 }
 
 /// Maps a store failure to the wire, in the words of the rules.
@@ -256,7 +258,34 @@ impl UsersService {
             max_answer_bytes: crate::config::Config::defaults()
                 .limits
                 .max_query_response_bytes,
+            shared_settings: false,
         })
+    }
+
+    /// The app settings are shared with other nodes (a cluster): token checks, connects,
+    /// guest creation and name rules re-read them from the store before they decide, so that
+    /// a change another node acknowledged (a revocation, guests disabled, unique names on)
+    /// holds here at once, not once its event arrives.
+    pub fn with_shared_settings(mut self) -> Self {
+        self.shared_settings = true;
+        self
+    }
+
+    /// Brings the cached app settings up to date when other nodes may have saved them.
+    pub(crate) async fn sync_settings(&self) -> Result<(), ApiError> {
+        if self.shared_settings {
+            let stored = self.store.app_settings().await.map_err(store_error)?;
+            self.adopt_settings(stored.version, stored.settings);
+        }
+        Ok(())
+    }
+
+    /// Keeps `settings` at `version` unless the cache holds a newer version.
+    fn adopt_settings(&self, version: u64, settings: Map<String, Value>) {
+        let mut cached = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        if cached.0 < version {
+            *cached = (version, Arc::new(AppSettings::from_stored(settings)));
+        }
     }
 
     /// Sets the largest query answer, in bytes of JSON (`limits.max_query_response_bytes`).
@@ -506,15 +535,7 @@ impl UsersService {
     /// Re-reads the app settings (another node saved them), keeping the newest version.
     pub async fn reload_settings(&self) {
         match self.store.app_settings().await {
-            Ok(stored) => {
-                let mut cached = self.settings.write().unwrap_or_else(|p| p.into_inner());
-                if cached.0 < stored.version {
-                    *cached = (
-                        stored.version,
-                        Arc::new(AppSettings::from_stored(stored.settings)),
-                    );
-                }
-            }
+            Ok(stored) => self.adopt_settings(stored.version, stored.settings),
             Err(e) => tracing::warn!(error = %e, "app settings not re-read"),
         }
     }

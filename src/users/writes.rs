@@ -23,6 +23,7 @@ impl UsersService {
             authorize_write(caller, Some(&entry.id))?;
         }
         let inputs = &req.0;
+        self.sync_settings().await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let written = self
@@ -113,6 +114,7 @@ impl UsersService {
             authorize_write(caller, Some(&entry.id))?;
         }
         let patches = &req.0;
+        self.sync_settings().await?;
         let mode = self.settings().enforcement();
         let now = Timestamp::now();
         let written = self
@@ -165,6 +167,7 @@ impl UsersService {
 
     /// `POST /guest`: creates (or re-enters) a guest user and mints its token.
     pub async fn create_guest(&self, req: &CreateGuest) -> Result<(User, String), ApiError> {
+        self.sync_settings().await?;
         if self.settings().guests_disabled() {
             return Err(ApiError::new(
                 ErrorCode::NotAllowed,
