@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, the Rust unit and integration tests (the PostgreSQL
 # store's, and tests/cluster's several gateway processes on one database, on a local or
-# throwaway server), and the official SDK suites (scripts/sdk-tests.sh) when present. Exits
-# non-zero on the first failure.
+# throwaway server), and the official SDK suites (scripts/sdk-tests.sh) when present, on one
+# node and on a two-node PostgreSQL cluster. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +40,11 @@ cargo test --workspace
 if [ -x scripts/sdk-tests.sh ]; then
   echo "== official SDK suites"
   scripts/sdk-tests.sh
+  # Again on two nodes sharing one PostgreSQL database (server SDKs on one, clients on the
+  # other). All three suites: the browser one adds about 15 s, and the JS suite, which takes
+  # most of the two minutes a run costs, is the one that checks events and endings most.
+  echo "== official SDK suites on a two-node PostgreSQL cluster"
+  SKIP_BUILD=1 scripts/sdk-tests.sh --cluster
 fi
 if [ -x scripts/bench.sh ]; then
   echo "== benchmark harness (tiny, no timing assertions)"
