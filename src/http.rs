@@ -97,6 +97,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .and_then(|v| v.parse::<usize>().ok())
         {
             if len > limit {
+                drain_announced(req, len, limit).await;
                 return Err(too_big(limit));
             }
         }
@@ -139,6 +140,32 @@ fn body_timed_out(timeout: std::time::Duration) -> ApiError {
             timeout.as_secs_f64()
         ),
     )
+}
+
+/// Reads and discards a body announced too large, when it is at most four times the limit,
+/// under the body deadline: a client still sending it then reads the 413 instead of a
+/// connection reset (the answer and the close would otherwise meet its writes). Larger
+/// bodies are refused at once.
+async fn drain_announced(req: Request, len: usize, limit: usize) {
+    use futures_util::StreamExt;
+    if len > limit.saturating_mul(4) {
+        return;
+    }
+    let timeout = req
+        .extensions()
+        .get::<BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+    let mut chunks = req.into_body().into_data_stream();
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = chunks.next().await {
+            seen += chunk.len();
+            if seen >= len {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
 }
 
 fn too_big(limit: usize) -> ApiError {
