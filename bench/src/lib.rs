@@ -8,6 +8,7 @@
 //! - `loadgen`  — many idle connections, child-process fan-out and the aggregated report.
 //! - `admin`    — admin REST writes (upserts, partial updates) and their throughput.
 //! - `query`    — a population of users, then the latency of each kind of user query.
+//! - `cluster`  — cross-node event latency on several PostgreSQL nodes, and commit time.
 //! - `events`   — time from an admin write to the event (or close) on the user's socket.
 //! - `baseline` — the minimal WebSocket server doing the same `/connect` job.
 //! - `sledbase` — the raw sled write path the gateway's admin writes are compared with.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod auth;
 pub mod baseline;
 pub mod client;
+pub mod cluster;
 pub mod events;
 pub mod loadgen;
 pub mod pgbase;

@@ -14,6 +14,9 @@ pub struct LatencySummary {
     pub p50_ms: f64,
     /// 90th percentile.
     pub p90_ms: f64,
+    /// 95th percentile.
+    #[serde(default)]
+    pub p95_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
     /// Largest sample.
@@ -36,6 +39,7 @@ impl LatencySummary {
             min_ms: ms(samples[0]),
             p50_ms: ms(percentile_sorted(samples, 50.0)),
             p90_ms: ms(percentile_sorted(samples, 90.0)),
+            p95_ms: ms(percentile_sorted(samples, 95.0)),
             p99_ms: ms(percentile_sorted(samples, 99.0)),
             max_ms: ms(samples[samples.len() - 1]),
             mean_ms: sum as f64 / samples.len() as f64 / 1000.0,
