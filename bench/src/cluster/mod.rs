@@ -349,6 +349,8 @@ async fn sled_memory(
         secret: SECRET.into(),
         max_connections: env.max_connections,
         baseline_read_buffer: 128,
+        // The sled node needs no database.
+        pg_url: String::new(),
     };
     let server = Server::start(&server_env, Kind::Gateway, 30).await?;
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
