@@ -4,7 +4,7 @@
 # of 10k and 100k users, against another gateway build when given; the PostgreSQL store's
 # admin writes against its raw statements (pgbase).
 #
-#   scripts/bench.sh                         all scenarios, 3 runs each (~35 min on 2 cores)
+#   scripts/bench.sh                         all scenarios, 3 runs each (~40 min on 2 cores)
 #   scripts/bench.sh --scenarios memory,cpu  a subset (memory, connect, admin, events, cpu, query,
 #                                            pgadmin)
 #   scripts/bench.sh --scenarios query --runs 1 --before-bin <other chat-gateway> --before-label main

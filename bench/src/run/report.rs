@@ -176,14 +176,18 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
          WebSocket configuration (128-byte initial read buffer unless a section says otherwise, no write \
          buffering, 64 KiB write buffer and message, 16 KiB frame), HS256 token check, one `health.check` frame, then a read loop (and its own \
          health checks at the same interval). *sledbase* (`bench/src/sledbase.rs`) is the raw sled write \
-         path: the same user batches in one two-tree transaction plus a flush, without HTTP or validation.\n"
+         path: the same user batches in one two-tree transaction plus a flush, without HTTP or validation. \
+         *pgbase* (`bench/src/pgbase.rs`) is the same for the PostgreSQL store: its statements sent \
+         straight to the server (section 7).\n"
     );
     let _ = writeln!(
         w,
-        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores plus about 5 min per run of the query scenario); `scripts/bench.sh --scenarios memory,cpu` \
+        "**Run it.** `scripts/bench.sh` (all scenarios, 3 runs, about 10–15 min on 2 cores plus about 5 min per run of the query scenario and 2 min per run of pgadmin); `scripts/bench.sh --scenarios memory,cpu` \
          for some; `scripts/bench.sh --runs 5`; `scripts/bench.sh --tiny` (CI harness check, writes under \
          `target/bench-tiny/`); `scripts/bench.sh --report-only` rebuilds this file from the JSON. \
-         The query scenario compares two builds: `--before-bin` names the other gateway binary.\n"
+         The query scenario compares two builds: `--before-bin` names the other gateway binary. \
+         `scripts/bench.sh --store postgres` measures section 7 (each run on a fresh database of \
+         the server named by `--pg-url`).\n"
     );
 
     let _ = writeln!(w, "## 1. Idle memory per connection\n");
