@@ -15,6 +15,7 @@ use crate::auth::{Identity, TokenClaims};
 use crate::http::{self, Credentials, JsonBody};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::users::requests::{CreateGuest, PartialUpdate, UpsertUsers};
+use crate::users::writes::authorize_write;
 use crate::users::{Caller, UsersService};
 
 /// Authenticates a client request: api key, then a user token (`jwt`) or nobody
@@ -117,10 +118,16 @@ async fn write_own(
         let who = caller(&state.svc, &query, &headers).await?;
         let svc = &state.svc;
         let users = match kind {
-            OwnWrite::Upsert => async { svc.upsert_users(&UpsertUsers::parse(&body)?, &who).await }
-                .await
-                .map_err(|e| e.in_operation("UpdateUsers"))?,
+            // Who may write at all is decided before the body is read: an anonymous client
+            // is refused (17) whatever it sent.
+            OwnWrite::Upsert => async {
+                authorize_write(&who, None)?;
+                svc.upsert_users(&UpsertUsers::parse(&body)?, &who).await
+            }
+            .await
+            .map_err(|e| e.in_operation("UpdateUsers"))?,
             OwnWrite::Partial => async {
+                authorize_write(&who, None)?;
                 let update = PartialUpdate::parse(&body, &who)?;
                 svc.partial_update_users(&update, &who).await
             }

@@ -242,7 +242,7 @@ fn write_events(
 
 /// Who may write users: the server any of them, a user only itself, an anonymous caller
 /// none. `id: None` asks whether the caller may write at all.
-fn authorize_write(caller: &Caller, id: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorize_write(caller: &Caller, id: Option<&str>) -> Result<(), ApiError> {
     match (caller, id) {
         (Caller::Server, _) => Ok(()),
         (Caller::Anonymous, _) => Err(ApiError::new(
