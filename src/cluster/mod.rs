@@ -107,11 +107,6 @@ impl Cluster {
         })
     }
 
-    /// This node's id (changes when the node fences itself).
-    pub fn node_id(&self) -> String {
-        self.node.id().to_string()
-    }
-
     /// Leaves the cluster on shutdown (after the sockets closed): the node's row and
     /// presence go, and its users still counted here go offline at once.
     pub async fn leave(&self) {

@@ -237,11 +237,6 @@ impl PostgresStore {
         self.inner.pool.get().await.map_err(pool_error)
     }
 
-    /// The deadline of one store call.
-    pub fn call_timeout(&self) -> Duration {
-        self.inner.call_timeout
-    }
-
     /// Runs one store call within the call deadline, noting whether it reached the server.
     pub async fn bounded<T>(
         &self,
