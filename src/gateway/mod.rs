@@ -7,14 +7,16 @@ pub mod guest_quota;
 pub mod handshake;
 pub mod ip_sockets;
 pub mod rest;
+pub mod socket;
+pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -147,9 +149,13 @@ impl GatewayState {
 async fn connect(
     State(state): State<GatewayState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    http::WsUpgrade(ws): http::WsUpgrade,
+    request: Request,
 ) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let upgrade = match upgrade::Upgrade::from_parts(&mut parts) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
     if *state.stop.borrow() {
         return ApiError::new(ErrorCode::RateLimited, "server is shutting down").into_response();
     }
@@ -169,25 +175,10 @@ async fn connect(
         )
         .into_response();
     };
-    let req = handshake::ConnectRequest::from_query(&http::query_map(uri.query()));
-    let l = state.limits.clone();
-    ws.read_buffer_size(l.read_buffer)
-        .write_buffer_size(0)
-        .max_write_buffer_size(l.max_write_buffer)
-        .max_frame_size(l.max_frame)
-        .max_message_size(l.max_message)
-        // axum keeps the callback for the connection's whole life: hand it one pointer.
-        .on_upgrade({
-            let ctx = Box::new((state, req, slot));
-            move |socket| {
-                let (state, req, slot) = *ctx;
-                let serving = connection::serve(socket, state, req);
-                async move {
-                    serving.await;
-                    drop(slot);
-                }
-            }
-        })
+    let req = handshake::ConnectRequest::from_query(&http::query_map(parts.uri.query()));
+    let (response, on_upgrade) = upgrade.accept();
+    tokio::spawn(connection::serve(on_upgrade, state, req, slot));
+    response
 }
 
 async fn healthz(State(state): State<GatewayState>) -> Response {
