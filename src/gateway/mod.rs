@@ -77,9 +77,20 @@ pub struct ConnLimits {
     pub max_connect_frame: usize,
 }
 
-/// What the public routes share.
+/// What the public routes share: one pointer, so that each request and each open
+/// connection holds a word rather than a copy of every field.
 #[derive(Clone)]
-pub struct GatewayState {
+pub struct GatewayState(Arc<Shared>);
+
+impl std::ops::Deref for GatewayState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`GatewayState`].
+pub struct Shared {
     /// The users service.
     pub svc: Arc<UsersService>,
     /// This node's connections.
@@ -108,7 +119,7 @@ impl GatewayState {
         stop: watch::Receiver<bool>,
     ) -> Self {
         let l = &config.limits;
-        Self {
+        Self(Arc::new(Shared {
             svc,
             hub,
             limits: Arc::new(ConnLimits {
@@ -129,7 +140,7 @@ impl GatewayState {
                 l.guests_per_minute,
             )),
             stop,
-        }
+        }))
     }
 
     fn admit_connect(&self, ip: IpAddr) -> bool {
