@@ -268,13 +268,9 @@ export GATEWAY_HEALTH_CHECK_INTERVAL_SECS="$HEALTH_CHECK_SECS"
 # --- dependencies (cached between runs, keyed by the lockfiles) ------------------------------
 stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
+# The JS packages, shared with the cluster tests: scripts/js-deps.sh keeps them installed.
 js_deps() {
-  local stamp; stamp="$(stamp_of "$JS_DIR/package-lock.json")"
-  if [ "$(cat "$JS_DIR/node_modules/.sdk-tests-stamp" 2>/dev/null)" != "$stamp" ]; then
-    log "npm ci"
-    (cd "$JS_DIR" && npm ci --no-audit --no-fund) || return 1
-    echo "$stamp" >"$JS_DIR/node_modules/.sdk-tests-stamp"
-  fi
+  "$ROOT/scripts/js-deps.sh"
 }
 
 py_deps() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, the Rust unit and integration tests (the PostgreSQL
 # store's, and tests/cluster's several gateway processes on one database, on a local or
-# throwaway server), and the official SDK suites (scripts/sdk-tests.sh) when present, on one
-# node and on a two-node PostgreSQL cluster. Exits non-zero on the first failure.
+# throwaway server, some with the official JS SDK as their client), and the official SDK
+# suites (scripts/sdk-tests.sh) when present, on one node and on a two-node PostgreSQL
+# cluster. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,11 @@ if [ -z "${CHAT_GATEWAY_TEST_PG_URL:-}" ]; then
     echo "== PostgreSQL tests on a throwaway server"
   fi
 fi
+
+# The official JS SDK (tests/sdk/js/node_modules): the cluster tests drive it as their client,
+# so it is installed before cargo test (and kept while its lockfile is unchanged).
+echo "== JS packages for the SDK tests"
+scripts/js-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

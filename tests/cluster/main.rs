@@ -3,7 +3,8 @@
 //! reaches sockets on other nodes (`events`), presence and connection counts across nodes and
 //! what happens when a node dies or stalls (`presence`), catching up after the event
 //! listener lost its connection (`catchup`), a database restart under the nodes
-//! (`restart`), and `scripts/cluster.sh` (`script`).
+//! (`restart`), `scripts/cluster.sh` (`script`), and the update and kill paths with the
+//! official JS SDK as the client (`js_sdk`, driving it through `sdk`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,10 +13,12 @@ use common::ws;
 mod catchup;
 mod events;
 mod harness;
+mod js_sdk;
 mod names;
 mod presence;
 mod restart;
 mod script;
+mod sdk;
 mod users;
 
 use reqwest::Method;
