@@ -6,7 +6,7 @@
 //! and the value is encoded so that sled's byte order is the query's order:
 //! - timestamps — `c` `created_at`, `u` `updated_at`, `l` `last_active`, `d`
 //!   `deactivated_at`, `x` `deleted_at`: 16 bytes, nanoseconds since the epoch as an i128
-//!   with its sign bit flipped, big-endian.
+//!   with its sign bit flipped, big-endian; `last_active` at the start of its hour (schema 6).
 //! - `b` `banned`: one byte, 0 or 1.
 //! - strings — `r` `role`, `t` each of `teams`, `n` `name`: the string with `0x00` escaped
 //!   as `0x00 0xFF`, then `0x00 0x00`. For `name` the entries are the lowercased text and each
@@ -69,11 +69,29 @@ pub fn encode_time(t: Timestamp) -> [u8; 16] {
     ((nanos as u128) ^ (1u128 << 127)).to_be_bytes()
 }
 
-/// `tag ‖ encoded time`: the prefix of every entry of a field at that instant.
+/// `tag ‖ encoded time`: the prefix of every entry of a field at that instant — for
+/// `last_active`, at the start of its hour (see [`activity_hour`]).
 pub fn time_prefix(tag: u8, t: Timestamp) -> Vec<u8> {
+    let t = if tag == LAST_ACTIVE {
+        activity_hour(t)
+    } else {
+        t
+    };
     let mut k = vec![tag];
     k.extend_from_slice(&encode_time(t));
     k
+}
+
+/// Tag of `last_active`.
+pub const LAST_ACTIVE: u8 = b'l';
+
+/// The start of the hour of `t`: `last_active` entries are kept by the hour, so that the
+/// activity a connect and a disconnect record within one hour moves no entry (a touch is then
+/// one write). Lookups are as coarse, and every candidate is checked against the filter.
+pub fn activity_hour(t: Timestamp) -> Timestamp {
+    let secs = t.0.unix_timestamp();
+    let hour = secs - secs.rem_euclid(3600);
+    time::OffsetDateTime::from_unix_timestamp(hour).map_or(t, Timestamp)
 }
 
 /// The escaped form of a string value, without its terminator: a prefix of every longer
@@ -194,11 +212,15 @@ pub fn entries(user: &User) -> BTreeSet<Vec<u8>> {
     keys
 }
 
-/// The `last_active` entry of user `id` at `t`, as [`entries`] makes it (the time at the
-/// wire's precision).
+/// The `last_active` entry of user `id` at `t`, as [`entries`] makes it.
 pub fn last_active_key(t: Timestamp, id: &str) -> Vec<u8> {
-    let t = Timestamp::parse(&t.to_wire()).unwrap_or(t);
-    with_id(time_prefix(b'l', t), id)
+    with_id(time_prefix(LAST_ACTIVE, t), id)
+}
+
+/// Whether a touch from activity `old` to `new` leaves the `last_active` entry where it is,
+/// whatever the user's own `last_active`: `new` is not earlier and in the same hour.
+pub fn touch_keeps_entry(old: Timestamp, new: Timestamp) -> bool {
+    old <= new && activity_hour(old) == activity_hour(new)
 }
 
 /// Moves a user's entries from its `old` state to its `new` one (either absent), inside the

@@ -15,7 +15,8 @@ use crate::store::StoreError;
 /// - 4: the query indexes (`field_value_userid`) are built from the users and their activity
 ///   records.
 /// - 5: the username index is rebuilt without guests, who hold no names any more.
-pub const SCHEMA_VERSION: u32 = 5;
+/// - 6: the query indexes are rebuilt, `last_active` entries being kept by the hour.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The tree of the username index up to schema 2: name key → JSON list of holder ids.
 pub const LEGACY_NAMES_TREE: &str = "username_userids";
@@ -46,6 +47,12 @@ pub fn migrate(db: &sled::Db) -> Result<(), StoreError> {
     if found < 4 {
         indexes::rebuild(db)?;
         tracing::info!(from = found, "query indexes built (schema 4)");
+    } else if found < 6 {
+        indexes::rebuild(db)?;
+        tracing::info!(
+            from = found,
+            "query indexes rebuilt, last_active by the hour (schema 6)"
+        );
     }
     if (3..5).contains(&found) {
         names::rebuild(db)?;

@@ -391,10 +391,28 @@ impl Store for SledStore {
     }
 
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        // One transaction with the user and its index entry: a batch rewriting the user
-        // meanwhile sees either the old activity or the new one, never half of it. Only the
-        // `last_active` entry can move, so only the two fields that decide it are decoded.
-        let at = at.to_wire();
+        // Otherwise one transaction with the user and its index entry: a batch rewriting the
+        // user meanwhile sees either the old activity or the new one, never half of it. Only
+        // the `last_active` entry can move, so only the two fields that decide it are decoded.
+        let at_wire = at.to_wire();
+        // Within the hour of the activity recorded, only the record changes: one
+        // compare-and-swap, which fails (and leaves it to the transaction) if the record
+        // changed or went meanwhile — an erased user's record is never written back.
+        let records = &self.inner.last_active;
+        if let Some(current) = records.get(id.as_bytes()).map_err(sled_error)? {
+            let recorded = std::str::from_utf8(&current)
+                .ok()
+                .and_then(Timestamp::parse);
+            if recorded.is_some_and(|r| indexes::touch_keeps_entry(r, at)) {
+                let swapped = records
+                    .compare_and_swap(id.as_bytes(), Some(&current), Some(at_wire.as_bytes()))
+                    .map_err(sled_error)?;
+                if swapped.is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        let at = at_wire;
         let trees = (
             &self.inner.users,
             &self.inner.last_active,

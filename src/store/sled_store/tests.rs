@@ -380,6 +380,10 @@ async fn touches_keep_the_index_equal_to_a_rebuild() {
     let touches = [
         ("ann", "2030-01-01T00:00:00.123456789Z"),
         ("ann", "2030-06-01T00:00:00Z"),
+        // Within the hour: only the record changes.
+        ("ann", "2030-06-01T00:59:59.999999Z"),
+        // The next hour: the entry moves.
+        ("ann", "2030-06-01T01:00:00Z"),
         // The last touch is the record, even an earlier one: the entry moves back.
         ("ann", "2029-01-01T00:00:00Z"),
         // Older, then newer than the user's own `last_active`.
@@ -404,4 +408,52 @@ async fn touches_keep_the_index_equal_to_a_rebuild() {
         "sort": [{"field": "last_active", "direction": -1}]
     });
     assert_eq!(query_ids(&store, since_2029).await, ["own", "ann"]);
+}
+
+#[tokio::test]
+async fn upgrading_from_schema_5_rebuilds_the_activity_entries_by_the_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = SledStore::open(&path).unwrap();
+    store
+        .apply_user_batch(vec![create(named("ann", "Ann", &[]), vec![])])
+        .await
+        .unwrap();
+    let at = Timestamp::parse("2030-01-01T10:20:30Z").unwrap();
+    store.touch_last_active("ann", at).await.unwrap();
+    let hourly = index_keys(&store);
+    // Schema 5 kept the exact instant.
+    let exact = {
+        let mut k = vec![indexes::LAST_ACTIVE];
+        k.extend_from_slice(&indexes::encode_time(at));
+        k.extend_from_slice(b"ann");
+        k
+    };
+    let db = store.inner.db.clone();
+    drop(store);
+    let index = db.open_tree(indexes::TREE).unwrap();
+    index
+        .remove(indexes::last_active_key(at, "ann"))
+        .unwrap()
+        .expect("the hourly entry");
+    index.insert(exact.as_slice(), &[]).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert("schema_version", &5u32.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+    drop((db, meta, index));
+
+    let store = SledStore::open(&path).unwrap();
+    assert_eq!(
+        stored_version(&store.inner.db).unwrap(),
+        Some(SCHEMA_VERSION)
+    );
+    assert_eq!(index_keys(&store), hourly);
+    let active = serde_json::json!({
+        "filter_conditions": {"last_active": {"$gt": "2030-01-01T10:20:29Z"}}
+    });
+    assert_eq!(query_ids(&store, active).await, ["ann"]);
+    let later = serde_json::json!({
+        "filter_conditions": {"last_active": {"$gt": "2030-01-01T10:20:31Z"}}
+    });
+    assert!(query_ids(&store, later).await.is_empty());
 }
