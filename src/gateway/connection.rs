@@ -41,7 +41,8 @@ fn binary_close() -> CloseOrder {
 async fn refuse(ws: &mut WebSocket, err: &ApiError, timeout: Duration) {
     metrics::counter!("gateway_connects_refused", "code" => err.code.code().to_string())
         .increment(1);
-    tracing::info!(code = err.code.code(), reason = %err.detail, "connect refused");
+    crate::telemetry::tally::refused(&err.code.code().to_string());
+    tracing::debug!(code = err.code.code(), reason = %err.detail, "connect refused");
     let frame = connection_error(err.code.code(), &err.message(), err.code.status());
     if send_text(ws, frame.to_string(), timeout).await {
         close(
@@ -120,6 +121,7 @@ async fn handshake_phase(
     let write_timeout = state.limits.write_timeout;
     if state.hub.is_full() {
         metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
+        crate::telemetry::tally::refused("overload");
         let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
         close(ws, &order, write_timeout).await;
         return None;
@@ -206,12 +208,14 @@ async fn start(
         }
         Err(RegisterError::TotalLimit) => {
             metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
+            crate::telemetry::tally::refused("overload");
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
             close(ws, &order, write_timeout).await;
             return None;
         }
         Err(RegisterError::AnonymousLimit) => {
             metrics::counter!("gateway_connects_refused", "code" => "anonymous").increment(1);
+            crate::telemetry::tally::refused("anonymous");
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full for anonymous users");
             close(ws, &order, write_timeout).await;
             return None;
@@ -241,6 +245,7 @@ async fn start(
         Ok(Err(e)) if e.code == ErrorCode::Unavailable => {
             hub.unregister(&handle);
             metrics::counter!("gateway_connects_refused", "code" => "unavailable").increment(1);
+            crate::telemetry::tally::refused("unavailable");
             tracing::debug!(reason = %e.detail, "connect deferred: storage unavailable");
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "storage unavailable, retry later");
             close(ws, &order, write_timeout).await;
@@ -297,6 +302,7 @@ async fn start(
         }
     };
     metrics::counter!("gateway_connects_accepted").increment(1);
+    crate::telemetry::tally::accepted();
     let live = Live { handle, span };
     if !send_text(ws, first_frame, write_timeout).await {
         let finishing = Box::pin(finish(state, live));
@@ -331,6 +337,7 @@ async fn finish(state: &GatewayState, live: Live) {
         let closed = state.svc.connection_closed(&live.handle.user_id, last);
         closed.await;
     }
+    crate::telemetry::tally::closed();
     tracing::debug!("disconnected");
 }
 
