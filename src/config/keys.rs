@@ -116,7 +116,9 @@ impl Keys {
         for (name, value) in dict {
             let path = join(prefix, name);
             match value {
-                Value::Dict(_, inner) if self.sections.contains(&path) => {
+                // Known sections, and unknown ones (`[limit]`) so that each key in them is
+                // reported with the setting it most likely means.
+                Value::Dict(_, inner) if !self.leaves.contains(&path) && !inner.is_empty() => {
                     self.unknown_in(inner, &path, found)
                 }
                 // A section given a plain value is a type error, reported as such later.

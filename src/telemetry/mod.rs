@@ -39,7 +39,8 @@ pub fn filter(spec: &str) -> Result<EnvFilter, String> {
     for directive in spec.split(',').map(str::trim) {
         let bare = !directive.is_empty()
             && !directive.contains(['=', '[', ':'])
-            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str());
+            && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            && !matches!(directive, "0" | "1" | "2" | "3" | "4" | "5");
         if bare && !KNOWN_TARGETS.contains(&directive) {
             return Err(format!(
                 "`{directive}` is neither a level ({}) nor target=level",
@@ -131,6 +132,7 @@ mod tests {
             "chat_gateway::gateway=trace",
             "chat_gateway",
             "sled=debug",
+            "3",
         ] {
             filter(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }

@@ -108,26 +108,29 @@ impl Served {
             .envs(env.iter().copied())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let mut child = command.spawn().expect("the binary starts");
+        let child = command.spawn().expect("the binary starts");
         let api = Api::new(
             public.parse().expect("address"),
             admin.parse().expect("address"),
             key,
             secret,
         );
-        let stderr_path = stderr.clone();
-        api.wait_healthy(|| {
-            let alive = matches!(child.try_wait(), Ok(None));
-            assert!(alive, "exited; stderr:\n{}", read(&stderr_path));
-            alive
-        })
-        .await;
-        Self {
-            api,
+        // Built first, so that a start that times out still kills the process.
+        let mut served = Self {
+            api: api.clone(),
             child: Some(child),
             stdout,
             stderr,
-        }
+        };
+        let stderr = served.stderr.clone();
+        let child = served.child.as_mut().expect("running");
+        api.wait_healthy(|| {
+            let alive = matches!(child.try_wait(), Ok(None));
+            assert!(alive, "exited; stderr:\n{}", read(&stderr));
+            alive
+        })
+        .await;
+        served
     }
 
     /// Everything on stdout so far.
@@ -166,5 +169,15 @@ impl Drop for Served {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -193,7 +193,7 @@ async fn the_log_is_coloured_on_a_terminal() {
     command.args([
         "-qec",
         &format!(
-            "timeout -s TERM 3 {} serve",
+            "timeout -s TERM 5 {} serve",
             env!("CARGO_BIN_EXE_chat-gateway")
         ),
         "/dev/null",

@@ -194,14 +194,15 @@ async fn credential_failures_name_the_path_and_what_to_do() {
     std::fs::write(&file, "x").expect("file");
     let mut command = gateway(dir.path());
     command.env("CHAT_GATEWAY_DATA_DIR", file.join("data"));
-    let run = run(command).await;
-    assert!(!run.status.success());
-    let named = format!("cannot create the data dir {}", file.join("data").display());
-    assert!(run.stderr.contains(&named), "{}", run.stderr);
+    let out = run(command).await;
+    assert!(!out.status.success());
+    let named = file.join("data").display().to_string();
+    assert!(out.stderr.contains(&named), "{}", out.stderr);
+    assert!(out.stderr.contains("is a file"), "{}", out.stderr);
     assert!(
-        run.stderr.contains("CHAT_GATEWAY_DATA_DIR"),
+        out.stderr.contains("CHAT_GATEWAY_DATA_DIR"),
         "{}",
-        run.stderr
+        out.stderr
     );
 
     // credentials.json a dangling link: it cannot be read, nor written over.
@@ -210,7 +211,9 @@ async fn credential_failures_name_the_path_and_what_to_do() {
     std::fs::create_dir_all(&data).expect("data dir");
     std::os::unix::fs::symlink(dir.path().join("gone"), data.join("credentials.json"))
         .expect("symlink");
-    let run = run(gateway(dir.path())).await;
+    let mut command = gateway(dir.path());
+    command.env("CHAT_GATEWAY_DATA_DIR", &data);
+    let run = run(command).await;
     assert!(!run.status.success());
     let named = format!("cannot write {}", data.join("credentials.json").display());
     assert!(run.stderr.contains(&named), "{}", run.stderr);
