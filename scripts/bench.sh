@@ -19,6 +19,9 @@
 #                                            needs PostgreSQL as --store postgres does
 #   scripts/bench.sh --servers baseline      without the gateway (skips the events scenario)
 #   scripts/bench.sh --report-only           rebuild BENCHMARKS.md from bench/results/*.json
+#   BENCH_BIN_DIR=target/debug scripts/bench.sh --tiny
+#                                            no build: the binaries already in that folder (the
+#                                            test command's harness check, on its debug builds)
 #
 # Writes bench/results/<scenario>.json (PostgreSQL figures under bench/results/postgres/),
 # bench/results/rss-vs-connections.svg and BENCHMARKS.md.
@@ -31,6 +34,10 @@ case " $* " in
   *" --report-only "* | *" --servers baseline "* | *" --servers=baseline "*) ;;
   *) packages+=(-p chat-gateway) ;;
 esac
-cargo build --release "${packages[@]}"
+dir="${BENCH_BIN_DIR:-}"
+if [ -z "$dir" ]; then
+  cargo build --release "${packages[@]}"
+  dir=target/release
+fi
 
-exec target/release/benchrun --bin-dir target/release "$@"
+exec "$dir/benchrun" --bin-dir "$dir" "$@"

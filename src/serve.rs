@@ -206,7 +206,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// An accepted socket and its slot of the budget, released when the socket is dropped.
-struct Slotted {
+pub struct Slotted {
     stream: TcpStream,
     _slot: Option<OwnedSemaphorePermit>,
 }

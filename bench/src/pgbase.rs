@@ -1,6 +1,6 @@
 //! Raw PostgreSQL baseline for admin writes: the statements the gateway's PostgreSQL store
 //! sends for a batch upsert and for a single-user partial update, sent straight through
-//! tokio-postgres — no HTTP, no validation, no events, no pool.
+//! tokio-postgres — no HTTP, no validation, no pool.
 //!
 //! What one batch of new users costs the store, and so pgbase (the names are not checked:
 //! the app's default is `enforce_unique_usernames = "no"`, so no advisory locks either):
@@ -8,10 +8,11 @@
 //!   (`SELECT version, doc, last_active FROM users WHERE id = $1`);
 //! - one READ COMMITTED transaction: per user the insert (`ON CONFLICT DO NOTHING`), the
 //!   tombstone check after it, the release of the names it held and the claim of its name;
-//!   then `COMMIT`.
+//!   then the batch's events into the outbox with their notification (one statement, as the
+//!   store records them); then `COMMIT`.
 //!
 //! A partial update reads the row, changes the document, then in one transaction updates
-//! it under its version, releases and claims its name, and commits.
+//! it under its version, releases and claims its name, records its event, and commits.
 //!
 //! Every statement is prepared once per connection; each worker task owns one connection.
 //! `--pipeline` sends the statements inside one transaction without waiting for each answer
@@ -83,7 +84,7 @@ pub struct PgReport {
     pub cpu_secs: f64,
 }
 
-/// The tables the writes touch, as the store's schema version 1 creates them.
+/// The tables the writes touch, as the store's schema versions 1 and 2 create them.
 const SCHEMA: &str = r#"
 CREATE TABLE users (
     id text PRIMARY KEY,
@@ -103,7 +104,19 @@ CREATE TABLE tombstones (
     id text PRIMARY KEY,
     deleted_at text NOT NULL
 );
+CREATE TABLE outbox (
+    seq bigserial PRIMARY KEY,
+    node text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    event text NOT NULL
+);
 "#;
+
+/// The node name pgbase records its events under.
+const NODE: &str = "pgbase";
+
+/// The notification channel of the outbox (the gateway's; nobody listens here).
+const CHANNEL: &str = "chat_gateway_events";
 
 /// One connection and its prepared statements.
 struct Conn {
@@ -114,6 +127,7 @@ struct Conn {
     update: Statement,
     release: Statement,
     claim: Statement,
+    outbox: Statement,
 }
 
 impl Conn {
@@ -142,6 +156,15 @@ impl Conn {
                  SELECT 'a', ''::bytea, $2, $1
                  UNION ALL SELECT 't', t, $2, $1 FROM unnest($3::bytea[]) AS t
                  ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            outbox: prepare(
+                "WITH added AS (
+                     INSERT INTO outbox (node, event)
+                     SELECT $1, e FROM unnest($2::text[]) WITH ORDINALITY AS u (e, n) ORDER BY n
+                     RETURNING seq
+                 )
+                 SELECT pg_notify($3, $1 || ' ' || min(seq) || ' ' || max(seq)) FROM added",
             )
             .await?,
             client,
@@ -281,13 +304,18 @@ async fn upsert_batch(
             .collect();
         run_steps(steps, false).await?;
     }
-    let mut steps = Vec::with_capacity(users.len() * 4);
+    let events: Vec<String> = users.iter().map(|(_, doc, _)| event_of(doc)).collect();
+    let mut steps = Vec::with_capacity(users.len() * 4 + 1);
     for (id, doc, norm) in users {
         steps.push((Want::One, exec(c, &c.insert, params![id, doc])));
         steps.push((Want::None, count(c, &c.tombstoned, params![id])));
         steps.push((Want::Any, exec(c, &c.release, params![id])));
         steps.push((Want::Any, exec(c, &c.claim, params![id, norm, &no_teams])));
     }
+    steps.push((
+        Want::Any,
+        exec(c, &c.outbox, params![&NODE, &events, &CHANNEL]),
+    ));
     transaction(c, steps, pipeline).await
 }
 
@@ -307,12 +335,23 @@ async fn partial_update(c: &Conn, id: &str, n: usize, pipeline: bool) -> Result<
     let doc = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
     let no_teams: Vec<&[u8]> = Vec::new();
     let id = id.to_owned();
+    let events = vec![event_of(&doc)];
     let steps = vec![
         (Want::One, exec(c, &c.update, params![&id, &version, &doc])),
         (Want::Any, exec(c, &c.release, params![&id])),
         (Want::Any, exec(c, &c.claim, params![&id, &norm, &no_teams])),
+        (
+            Want::Any,
+            exec(c, &c.outbox, params![&NODE, &events, &CHANNEL]),
+        ),
     ];
     transaction(c, steps, pipeline).await
+}
+
+/// The outbox row of a user's write: a `user.updated` event carrying the user, about the
+/// size of the gateway's own.
+fn event_of(doc: &str) -> String {
+    format!(r#"{{"kind":"updated","user":{doc}}}"#)
 }
 
 /// Creates the tables, runs the batch upserts, then the partial updates.

@@ -6,30 +6,26 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use hyper::upgrade::OnUpgrade;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
 use super::handshake::{self, ConnectRequest, Connected, Identified};
-use super::GatewayState;
+use super::ip_sockets::IpSlot;
+use super::socket::{Received, Socket};
+use super::{upgrade, GatewayState};
 use crate::hub::{CloseOrder, ConnHandle, RegisterError, CLOSE_TRY_AGAIN};
-use crate::protocol::close::read_error_close;
+use crate::protocol::close::read_error_close_ws;
 use crate::protocol::events::{connection_error, health_check};
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 
-async fn send_text(ws: &mut WebSocket, text: String, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, ws.send(Message::Text(Utf8Bytes::from(text)))).await,
-        Ok(Ok(()))
-    )
+async fn send_text(ws: &mut Socket, text: &str, timeout: Duration) -> bool {
+    ws.send_text(text, timeout).await
 }
 
-async fn close(ws: &mut WebSocket, order: &CloseOrder, timeout: Duration) {
-    let frame = CloseFrame {
-        code: order.code,
-        reason: Utf8Bytes::from(order.reason.clone()),
-    };
-    let _ = tokio::time::timeout(timeout, ws.send(Message::Close(Some(frame)))).await;
+async fn close(ws: &mut Socket, order: &CloseOrder, timeout: Duration) {
+    ws.close(order, timeout).await
 }
 
 /// The close for a binary frame: only text frames carry the protocol.
@@ -38,13 +34,13 @@ fn binary_close() -> CloseOrder {
 }
 
 /// Refuses a connect: one `connection.error` frame, then close 1000 with a JSON reason.
-async fn refuse(ws: &mut WebSocket, err: &ApiError, timeout: Duration) {
+async fn refuse(ws: &mut Socket, err: &ApiError, timeout: Duration) {
     metrics::counter!("gateway_connects_refused", "code" => err.code.code().to_string())
         .increment(1);
     crate::telemetry::tally::refused(&err.code.code().to_string());
     tracing::debug!(code = err.code.code(), reason = %err.detail, "connect refused");
     let frame = connection_error(err.code.code(), &err.message(), err.code.status());
-    if send_text(ws, frame.to_string(), timeout).await {
+    if send_text(ws, frame.as_ref(), timeout).await {
         close(
             ws,
             &CloseOrder::normal(err.code.code(), &err.detail),
@@ -54,18 +50,20 @@ async fn refuse(ws: &mut WebSocket, err: &ApiError, timeout: Duration) {
     }
 }
 
-/// Runs an upgraded `/connect` socket from handshake to close.
+/// Runs an upgraded `/connect` socket from handshake to close: the whole life of the
+/// connection's task, which owns the socket, the state and the per-address slot `slot`.
 ///
-/// The task's own future stays small: the handshake (which awaits the store) and the
-/// first-frame work run in a boxed future freed before the socket goes idle, and the idle
+/// The task's own future stays small: the upgrade, the handshake (which awaits the store) and
+/// the first-frame work run in a boxed future freed before the socket goes idle, and the idle
 /// loop's owned state sits in one box passed by pointer (an async fn keeps a second copy of
 /// its by-value arguments for its whole life, so big arguments cost twice).
 pub fn serve(
-    ws: WebSocket,
+    on_upgrade: OnUpgrade,
     state: GatewayState,
     req: ConnectRequest,
+    slot: IpSlot,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let setup = Box::pin(setup(ws, state, req));
+    let setup = Box::pin(setup(on_upgrade, state, req, slot));
     async move {
         if let Some(conn) = setup.await {
             run(conn).await;
@@ -75,32 +73,57 @@ pub fn serve(
 
 /// An open connection's owned state.
 struct Open {
-    ws: WebSocket,
+    ws: Socket,
     state: GatewayState,
-    live: Live,
+    handle: Arc<ConnHandle>,
+    _slot: IpSlot,
 }
 
-/// Handshake and registration; hands the socket over once the first frame is out.
-async fn setup(mut ws: WebSocket, state: GatewayState, req: ConnectRequest) -> Option<Box<Open>> {
+/// The span of a connection's log lines. Made when something is logged rather than kept:
+/// an idle connection holds no span.
+fn conn_span(conn_id: &str, user_id: &str) -> tracing::Span {
+    tracing::info_span!("conn", conn_id = %conn_id, user_id = %user_id)
+}
+
+/// Upgrade, handshake and registration; hands the socket over once the first frame is out.
+async fn setup(
+    on_upgrade: OnUpgrade,
+    state: GatewayState,
+    req: ConnectRequest,
+    slot: IpSlot,
+) -> Option<Box<Open>> {
     let deadline = tokio::time::Instant::now() + state.limits.handshake_timeout;
+    let (stream, read) = upgrade::stream_of(on_upgrade).await?;
+    let mut ws = Socket::new(stream, read, &state.limits).await;
     let who = handshake_phase(&mut ws, &state, req, deadline).await?;
     let conn_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let span = tracing::info_span!("conn", conn_id = %conn_id, user_id = %who.user_id);
-    let live = start(&mut ws, &state, who, conn_id, deadline, span.clone())
+    let span = conn_span(&conn_id, &who.user_id);
+    let handle = start(&mut ws, &state, who, conn_id, deadline)
         .instrument(span)
         .await?;
-    Some(Box::new(Open { ws, state, live }))
+    Some(Box::new(Open {
+        ws,
+        state,
+        handle,
+        _slot: slot,
+    }))
 }
 
 /// The idle life of a connection, then its unregistration.
 async fn run(mut conn: Box<Open>) {
-    let Open { ws, state, live } = &mut *conn;
-    let span = live.span.clone();
-    pump(ws, state, &live.handle).instrument(span).await;
-    let Open { ws, state, live } = *conn;
+    let Open {
+        ws, state, handle, ..
+    } = &mut *conn;
+    pump(ws, state, handle).await;
+    let Open {
+        ws,
+        state,
+        handle,
+        _slot,
+    } = *conn;
     drop(ws);
-    let span = live.span.clone();
-    let finishing = Box::pin(finish(&state, live).instrument(span));
+    let span = conn_span(&handle.conn_id, &handle.user_id);
+    let finishing = Box::pin(finish(&state, handle).instrument(span));
     finishing.await;
 }
 
@@ -113,7 +136,7 @@ fn handshake_timed_out() -> ApiError {
 
 /// Obtains the connect data and verifies who it claims to be; refuses on failure.
 async fn handshake_phase(
-    ws: &mut WebSocket,
+    ws: &mut Socket,
     state: &GatewayState,
     mut req: ConnectRequest,
     deadline: tokio::time::Instant,
@@ -137,7 +160,7 @@ async fn handshake_phase(
                         return Err(None);
                     }
                     Some(Err(e)) => {
-                        if let Some(order) = read_error_close(&e) {
+                        if let Some(order) = read_error_close_ws(&e) {
                             close(ws, &order, write_timeout).await;
                         }
                         return Err(None);
@@ -163,12 +186,6 @@ async fn handshake_phase(
     }
 }
 
-/// What an open connection keeps for its disconnect: the hub handle and its span.
-struct Live {
-    handle: Arc<ConnHandle>,
-    span: tracing::Span,
-}
-
 /// Registers the connection, admits it, sends the first frame and announces presence.
 ///
 /// Registration comes before the checks against the stored user (in `admit`): an admin call
@@ -176,13 +193,12 @@ struct Live {
 /// registered connections, so either it finds this one registered, or `admit` reads its write
 /// and refuses. Events wait until the connection is admitted; close orders do not.
 async fn start(
-    ws: &mut WebSocket,
+    ws: &mut Socket,
     state: &GatewayState,
     who: Identified,
     conn_id: Arc<str>,
     deadline: tokio::time::Instant,
-    span: tracing::Span,
-) -> Option<Live> {
+) -> Option<Arc<ConnHandle>> {
     let hub = &state.hub;
     let write_timeout = state.limits.write_timeout;
     let claims = who.token.as_ref();
@@ -231,7 +247,7 @@ async fn start(
             tracing::info!("connect ended by a concurrent admin call");
             let (frames, order) = handle.drain();
             for f in frames {
-                if !send_text(ws, f.to_string(), write_timeout).await {
+                if !send_text(ws, &f, write_timeout).await {
                     return None;
                 }
             }
@@ -303,9 +319,8 @@ async fn start(
     };
     metrics::counter!("gateway_connects_accepted").increment(1);
     crate::telemetry::tally::accepted();
-    let live = Live { handle, span };
-    if !send_text(ws, first_frame, write_timeout).await {
-        let finishing = Box::pin(finish(state, live));
+    if !send_text(ws, &first_frame, write_timeout).await {
+        let finishing = Box::pin(finish(state, handle));
         finishing.await;
         return None;
     }
@@ -316,7 +331,7 @@ async fn start(
         Box::pin(opened).await;
     }
     tracing::debug!("connected");
-    Some(live)
+    Some(handle)
 }
 
 /// The refusal of a user too large to send as a first frame: 413, code 22.
@@ -331,10 +346,10 @@ fn connect_frame_too_big(user_id: &str, size: usize, max: usize) -> ApiError {
 }
 
 /// Unregisters the connection; the user's last one records `last_active` and goes offline.
-async fn finish(state: &GatewayState, live: Live) {
-    let last = state.hub.unregister(&live.handle);
-    if !live.handle.anonymous {
-        let closed = state.svc.connection_closed(&live.handle.user_id, last);
+async fn finish(state: &GatewayState, handle: Arc<ConnHandle>) {
+    let last = state.hub.unregister(&handle);
+    if !handle.anonymous {
+        let closed = state.svc.connection_closed(&handle.user_id, last);
         closed.await;
     }
     crate::telemetry::tally::closed();
@@ -342,7 +357,7 @@ async fn finish(state: &GatewayState, live: Live) {
 }
 
 /// The connection's loop: client frames in, queued frames out, until either side closes.
-async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>) {
+async fn pump(ws: &mut Socket, state: &GatewayState, handle: &Arc<ConnHandle>) {
     loop {
         // Only the two wake-up futures live in the idle state; handling a wake-up runs in a
         // boxed future that exists just while it works.
@@ -350,7 +365,8 @@ async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>
             msg = ws.recv() => Wake::Frame(msg),
             _ = handle.notified() => Wake::Queued,
         };
-        let reacting = Box::pin(react(ws, state, handle, wake));
+        let span = conn_span(&handle.conn_id, &handle.user_id);
+        let reacting = Box::pin(react(ws, state, handle, wake).instrument(span));
         if !reacting.await {
             return;
         }
@@ -360,20 +376,20 @@ async fn pump(ws: &mut WebSocket, state: &GatewayState, handle: &Arc<ConnHandle>
 /// Why the connection's loop woke up.
 enum Wake {
     /// The client sent something (or the socket ended).
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Received),
     /// The hub queued frames or a close order.
     Queued,
 }
 
 /// Handles one wake-up; `false` ends the connection.
-async fn react(ws: &mut WebSocket, state: &GatewayState, handle: &ConnHandle, wake: Wake) -> bool {
+async fn react(ws: &mut Socket, state: &GatewayState, handle: &ConnHandle, wake: Wake) -> bool {
     let write_timeout = state.limits.write_timeout;
     match wake {
         Wake::Frame(msg) => {
             let msg = match msg {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => {
-                    if let Some(order) = read_error_close(&e) {
+                    if let Some(order) = read_error_close_ws(&e) {
                         close(ws, &order, write_timeout).await;
                     }
                     return false;
@@ -386,7 +402,7 @@ async fn react(ws: &mut WebSocket, state: &GatewayState, handle: &ConnHandle, wa
             match msg {
                 Message::Text(text) => {
                     !is_health_check(text.as_str())
-                        || send_text(ws, health_check(&handle.conn_id, None), write_timeout).await
+                        || send_text(ws, &health_check(&handle.conn_id, None), write_timeout).await
                 }
                 Message::Binary(_) => {
                     close(ws, &binary_close(), write_timeout).await;
@@ -395,17 +411,16 @@ async fn react(ws: &mut WebSocket, state: &GatewayState, handle: &ConnHandle, wa
                 Message::Close(_) => {
                     // tungstenite queued the close reply; flush it so the client sees a
                     // clean close instead of 1006.
-                    let flush = futures_util::SinkExt::flush(ws);
-                    let _ = tokio::time::timeout(write_timeout, flush).await;
+                    ws.flush(write_timeout).await;
                     false
                 }
-                Message::Ping(_) | Message::Pong(_) => true,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => true,
             }
         }
         Wake::Queued => {
             let (frames, order) = handle.drain();
             for f in frames {
-                if !send_text(ws, f.to_string(), write_timeout).await {
+                if !send_text(ws, &f, write_timeout).await {
                     return false;
                 }
             }

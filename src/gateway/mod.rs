@@ -7,14 +7,16 @@ pub mod guest_quota;
 pub mod handshake;
 pub mod ip_sockets;
 pub mod rest;
+pub mod socket;
+pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -75,9 +77,20 @@ pub struct ConnLimits {
     pub max_connect_frame: usize,
 }
 
-/// What the public routes share.
+/// What the public routes share: one pointer, so that each request and each open
+/// connection holds a word rather than a copy of every field.
 #[derive(Clone)]
-pub struct GatewayState {
+pub struct GatewayState(Arc<Shared>);
+
+impl std::ops::Deref for GatewayState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`GatewayState`].
+pub struct Shared {
     /// The users service.
     pub svc: Arc<UsersService>,
     /// This node's connections.
@@ -106,7 +119,7 @@ impl GatewayState {
         stop: watch::Receiver<bool>,
     ) -> Self {
         let l = &config.limits;
-        Self {
+        Self(Arc::new(Shared {
             svc,
             hub,
             limits: Arc::new(ConnLimits {
@@ -127,7 +140,7 @@ impl GatewayState {
                 l.guests_per_minute,
             )),
             stop,
-        }
+        }))
     }
 
     fn admit_connect(&self, ip: IpAddr) -> bool {
@@ -147,9 +160,13 @@ impl GatewayState {
 async fn connect(
     State(state): State<GatewayState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    http::WsUpgrade(ws): http::WsUpgrade,
+    request: Request,
 ) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let upgrade = match upgrade::Upgrade::from_parts(&mut parts) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
     if *state.stop.borrow() {
         return ApiError::new(ErrorCode::RateLimited, "server is shutting down").into_response();
     }
@@ -171,25 +188,10 @@ async fn connect(
         )
         .into_response();
     };
-    let req = handshake::ConnectRequest::from_query(&http::query_map(uri.query()));
-    let l = state.limits.clone();
-    ws.read_buffer_size(l.read_buffer)
-        .write_buffer_size(0)
-        .max_write_buffer_size(l.max_write_buffer)
-        .max_frame_size(l.max_frame)
-        .max_message_size(l.max_message)
-        // axum keeps the callback for the connection's whole life: hand it one pointer.
-        .on_upgrade({
-            let ctx = Box::new((state, req, slot));
-            move |socket| {
-                let (state, req, slot) = *ctx;
-                let serving = connection::serve(socket, state, req);
-                async move {
-                    serving.await;
-                    drop(slot);
-                }
-            }
-        })
+    let req = handshake::ConnectRequest::from_query(&http::query_map(parts.uri.query()));
+    let (response, on_upgrade) = upgrade.accept();
+    tokio::spawn(connection::serve(on_upgrade, state, req, slot));
+    response
 }
 
 async fn healthz(State(state): State<GatewayState>) -> Response {

@@ -49,7 +49,13 @@ impl CloseOrder {
 /// `None` when the socket itself failed and nothing can be sent.
 pub fn read_error_close(e: &axum::Error) -> Option<CloseOrder> {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    let order = match std::error::Error::source(e)?.downcast_ref::<WsError>()? {
+    read_error_close_ws(std::error::Error::source(e)?.downcast_ref::<WsError>()?)
+}
+
+/// [`read_error_close`] for tungstenite's own error.
+pub fn read_error_close_ws(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseOrder> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let order = match e {
         WsError::Utf8(_) => CloseOrder::raw(1007, "text frames must be UTF-8"),
         WsError::Capacity(_) => CloseOrder::raw(1009, "frame or message too big"),
         WsError::Protocol(_) => CloseOrder::raw(1002, "protocol error"),

@@ -448,3 +448,90 @@ async fn many_concurrent_new_users_all_connect() {
     assert_eq!(status, 200, "the admin listener still answers");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn connect_refuses_requests_that_are_not_websocket_upgrades() {
+    let s = TestServer::start().await;
+    let url = format!("{}/connect", s.public_url);
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "Connection"),
+        (&[("Connection", "upgrade")], "Upgrade"),
+        (
+            &[
+                ("Connection", "keep-alive, Upgrade"),
+                ("Upgrade", "websocket"),
+            ],
+            "Sec-WebSocket-Version",
+        ),
+        (
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "WebSocket"),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+            "Sec-WebSocket-Key",
+        ),
+    ];
+    for (headers, missing) in cases {
+        let mut req = s.http.get(&url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{headers:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 4, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("WebSocket endpoint") && message.contains(missing),
+            "{headers:?}: {message}"
+        );
+    }
+    let resp = s.http.post(&url).send().await.unwrap();
+    assert_ne!(resp.status().as_u16(), 101);
+}
+
+/// A client that sends its connect frame right behind the upgrade request, before the 101
+/// arrives: the bytes hyper read past the request head reach the handshake.
+#[tokio::test]
+async fn a_connect_frame_sent_with_the_upgrade_request_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let id = uid("eager");
+    let token = sign(json!({"user_id": id}), s.secret.expose());
+    let addr = s.public_url.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /connect?api_key={}&authorization={}&stream-auth-type=jwt HTTP/1.1\r\n\
+         Host: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        s.api_key, token
+    );
+    let payload = json!({"user_id": id, "user_details": {"id": id}}).to_string();
+    // A masked client text frame (mask 0: the payload as is).
+    let mut frame = vec![0x81u8];
+    assert!(payload.len() < 126);
+    frame.push(0x80 | payload.len() as u8);
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload.as_bytes());
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&frame);
+    tcp.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let text = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if text.contains("health.check") && text.contains(&id) {
+                return text;
+            }
+        }
+    })
+    .await
+    .expect("first frame in time");
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
+}

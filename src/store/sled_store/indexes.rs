@@ -194,6 +194,13 @@ pub fn entries(user: &User) -> BTreeSet<Vec<u8>> {
     keys
 }
 
+/// The `last_active` entry of user `id` at `t`, as [`entries`] makes it (the time at the
+/// wire's precision).
+pub fn last_active_key(t: Timestamp, id: &str) -> Vec<u8> {
+    let t = Timestamp::parse(&t.to_wire()).unwrap_or(t);
+    with_id(time_prefix(b'l', t), id)
+}
+
 /// Moves a user's entries from its `old` state to its `new` one (either absent), inside the
 /// transaction that writes the user.
 pub fn update(tree: &TransactionalTree, old: Option<&User>, new: Option<&User>) -> TxResult<()> {

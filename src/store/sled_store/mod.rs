@@ -213,6 +213,46 @@ fn apply_activity(user: &mut User, activity: Option<&[u8]>) {
     }
 }
 
+/// The two fields of a stored record that decide its `last_active` index entry, decoded
+/// without the rest of the user.
+struct ActivityView {
+    last_active: Option<Timestamp>,
+    deleted: bool,
+}
+
+impl ActivityView {
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            user: Fields,
+        }
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            #[serde(default)]
+            last_active: Option<Timestamp>,
+            #[serde(default)]
+            deleted_at: Option<serde::de::IgnoredAny>,
+        }
+        let r: Record =
+            serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            last_active: r.user.last_active,
+            deleted: r.user.deleted_at.is_some(),
+        })
+    }
+
+    /// `last_active` as reads return it with this activity record (see [`apply_activity`]).
+    fn effective(&self, activity: Option<&[u8]>) -> Option<Timestamp> {
+        let recorded = activity
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(Timestamp::parse);
+        match (self.last_active, recorded) {
+            (Some(a), Some(b)) => Some(if a < b { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// A stored record decoded with its activity record applied.
 fn decode_stored(bytes: &[u8], activity: Option<&[u8]>) -> Result<StoredUser, StoreError> {
     let mut stored = decode_record(bytes)?;
@@ -389,8 +429,9 @@ impl Store for SledStore {
     }
 
     async fn touch_last_active(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        // One transaction with the user and its index entries: a batch rewriting the user
-        // meanwhile sees either the old activity or the new one, never half of it.
+        // One transaction with the user and its index entry: a batch rewriting the user
+        // meanwhile sees either the old activity or the new one, never half of it. Only the
+        // `last_active` entry can move, so only the two fields that decide it are decoded.
         let at = at.to_wire();
         let trees = (
             &self.inner.users,
@@ -405,10 +446,20 @@ impl Store for SledStore {
                     return Ok(());
                 };
                 let before = last_active.insert(id.as_bytes(), at.as_bytes())?;
-                let old = decode_stored(&bytes, before.as_deref()).or_else(abort)?;
-                let new = decode_stored(&bytes, Some(at.as_bytes())).or_else(abort)?;
-                if old.user.last_active != new.user.last_active {
-                    indexes::update(index, Some(&old.user), Some(&new.user))?;
+                let view = ActivityView::decode(&bytes).or_else(abort)?;
+                if view.deleted {
+                    // A soft-deleted user has no index entries.
+                    return Ok(());
+                }
+                let old = view.effective(before.as_deref());
+                let new = view.effective(Some(at.as_bytes()));
+                if old != new {
+                    if let Some(t) = old {
+                        index.remove(indexes::last_active_key(t, id))?;
+                    }
+                    if let Some(t) = new {
+                        index.insert(indexes::last_active_key(t, id), &[])?;
+                    }
                 }
                 Ok(())
             })

@@ -350,3 +350,58 @@ async fn the_planner_uses_the_most_selective_index_and_falls_back_to_a_scan() {
     };
     assert_eq!(only.len(), 20);
 }
+
+fn index_keys(store: &SledStore) -> Vec<Vec<u8>> {
+    store
+        .inner
+        .index
+        .iter()
+        .map(|kv| kv.unwrap().0.to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn touches_keep_the_index_equal_to_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let t = |s: &str| Timestamp::parse(s).unwrap();
+    let mut own = named("own", "Own Activity", &[]);
+    own.last_active = Some(t("2031-01-01T00:00:00Z"));
+    let mut gone = named("gone", "Soft Deleted", &[]);
+    gone.deleted_at = Some(t("2020-01-01T00:00:00Z"));
+    store
+        .apply_user_batch(vec![
+            create(named("ann", "Ann", &[]), vec![]),
+            create(own, vec![]),
+            create(gone, vec![]),
+        ])
+        .await
+        .unwrap();
+    let touches = [
+        ("ann", "2030-01-01T00:00:00.123456789Z"),
+        ("ann", "2030-06-01T00:00:00Z"),
+        // The last touch is the record, even an earlier one: the entry moves back.
+        ("ann", "2029-01-01T00:00:00Z"),
+        // Older, then newer than the user's own `last_active`.
+        ("own", "2030-01-01T00:00:00Z"),
+        ("own", "2032-01-01T00:00:00Z"),
+        ("gone", "2030-01-01T00:00:00Z"),
+        ("nobody", "2030-01-01T00:00:00Z"),
+    ];
+    for (id, at) in touches {
+        store.touch_last_active(id, t(at)).await.unwrap();
+    }
+    let touched = index_keys(&store);
+    indexes::rebuild(&store.inner.db).unwrap();
+    assert_eq!(touched, index_keys(&store));
+    let late = serde_json::json!({
+        "filter_conditions": {"last_active": {"$gte": "2030-06-01T00:00:00Z"}},
+        "sort": [{"field": "last_active", "direction": -1}]
+    });
+    assert_eq!(query_ids(&store, late).await, ["own"]);
+    let since_2029 = serde_json::json!({
+        "filter_conditions": {"last_active": {"$gte": "2029-01-01T00:00:00Z"}},
+        "sort": [{"field": "last_active", "direction": -1}]
+    });
+    assert_eq!(query_ids(&store, since_2029).await, ["own", "ann"]);
+}
