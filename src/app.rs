@@ -33,6 +33,9 @@ pub enum AppError {
     /// Socket trouble.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A start-up step failed; the message names the path or address and what to do.
+    #[error("{0}")]
+    Startup(String),
     /// The users service could not start.
     #[error("users service: {0}")]
     Service(#[from] crate::protocol::ApiError),
@@ -105,7 +108,13 @@ async fn backbone(
 
 /// Opens the embedded store in the configured data dir, behind the data volume guard.
 fn open_sled(config: &Config) -> Result<Arc<GuardedStore>, AppError> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        AppError::Startup(format!(
+            "cannot create the data dir {}: {e}; create it for the user running the gateway, \
+             or set data_dir (CHAT_GATEWAY_DATA_DIR) to a directory it may write",
+            config.data_dir.display()
+        ))
+    })?;
     let space = SpaceGuard::new(
         &config.data_dir,
         config.store.min_free_bytes,
@@ -174,6 +183,14 @@ pub async fn run(
         local.subscribe(SettingsWatch::new(&svc));
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    if config.log_summary_secs > 0 {
+        let hub = hub.clone();
+        crate::telemetry::tally::spawn_summary(
+            Duration::from_secs(config.log_summary_secs),
+            move || hub.live_connections(),
+            stop_rx.clone(),
+        );
+    }
 
     let admin_state = AdminState {
         svc: svc.clone(),

@@ -215,6 +215,17 @@ pub fn server_token(secret: &Secret) -> String {
     sign(&json!({"server": true}), secret)
 }
 
+/// Mints a server token that expires `expires_in` seconds from now when given.
+pub fn server_token_expiring(secret: &Secret, expires_in: Option<i64>) -> String {
+    match expires_in {
+        Some(secs) => sign(
+            &json!({"server": true, "exp": Timestamp::now().unix() + secs}),
+            secret,
+        ),
+        None => server_token(secret),
+    }
+}
+
 /// Mints a user token; `expires_in` seconds from now when given.
 pub fn user_token(user_id: &str, expires_in: Option<i64>, secret: &Secret) -> String {
     let mut claims = json!({"user_id": user_id});

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
 
+pub mod help;
+pub mod keys;
+
+pub use help::settings_help;
+
 /// The defaults, compiled in so the binary runs with no files around it.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -31,6 +36,10 @@ pub struct Config {
     pub api_secret: String,
     /// Default tracing filter.
     pub log: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// Seconds between the `info` summaries of connects, refusals and closes (0: none).
+    pub log_summary_secs: u64,
     /// Limits.
     pub limits: Limits,
     /// CORS.
@@ -48,10 +57,34 @@ impl std::fmt::Debug for Config {
             .field("api_key", &self.api_key)
             .field("api_secret", &"<redacted>")
             .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .field("log_summary_secs", &self.log_summary_secs)
             .field("limits", &self.limits)
             .field("cors", &self.cors)
             .field("store", &self.store)
             .finish()
+    }
+}
+
+/// The form of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, coloured on a terminal.
+    Text,
+    /// For machines: one JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("`{other}` is not a log format: use text or json")),
+        }
     }
 }
 
@@ -187,30 +220,45 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("configuration: {0}")]
     Invalid(String),
-    /// Credentials file problem.
+    /// Keys or variables that name no setting, one per line.
+    #[error("configuration: {0}")]
+    Unknown(String),
+    /// Credentials file problem: what was being done, on which path, and what to do.
     #[error("credentials: {0}")]
-    Credentials(#[from] std::io::Error),
+    Credentials(String),
 }
 
 impl Config {
     /// Defaults, then the file named by `CHAT_GATEWAY_CONFIG` (or `file`), then the environment.
+    /// A key of the file or a `CHAT_GATEWAY_*` variable that names no setting is an error.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let keys = keys::Keys::known();
         let mut fig = Figment::from(Toml::string(DEFAULTS));
         let env_file = std::env::var_os("CHAT_GATEWAY_CONFIG").map(PathBuf::from);
         if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
-            if !path.exists() {
+            if !path.is_file() {
                 return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
+                    "config file {} does not exist or is not a file: pass an existing TOML file \
+                     with --config (or CHAT_GATEWAY_CONFIG), or none for the defaults",
                     path.display()
                 )));
             }
+            keys.check_file(&path)?;
             fig = fig.merge(Toml::file(path));
         }
+        keys.check_env(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))?;
+        // The exempt variables (CHAT_GATEWAY_CONFIG, those of tests and scripts) stay out.
+        let known = keys.clone();
         fig = fig.merge(
-            Env::prefixed("CHAT_GATEWAY_")
-                .ignore(&["CONFIG"])
+            Env::prefixed(keys::ENV_PREFIX)
+                .filter(move |k| {
+                    known.is_setting(&k.as_str().to_ascii_lowercase().replace("__", "."))
+                })
                 .split("__"),
         );
+        for key in ["public_addr", "admin_addr"] {
+            check_address(&fig, key)?;
+        }
         let config: Config = fig.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -225,6 +273,13 @@ impl Config {
 
     /// Checks values that would make the gateway misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::telemetry::filter(&self.log).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "log = \"{}\" is not a tracing filter ({e}): use a level (error, warn, info, \
+                 debug, trace) or directives such as \"info,chat_gateway::gateway=debug\"",
+                self.log
+            ))
+        })?;
         let l = &self.limits;
         let positive = [
             ("max_body_bytes", l.max_body_bytes),
@@ -324,24 +379,12 @@ impl Config {
     /// The credentials to run with: configured ones, or those stored in the data dir, or new
     /// ones generated and stored there (mode 0600). The bool says whether they were generated.
     pub fn credentials(&self) -> Result<(String, Secret, bool), ConfigError> {
-        if !self.api_key.is_empty() {
-            return Ok((self.api_key.clone(), Secret::new(&self.api_secret), false));
+        if let Some((key, secret)) = self.existing_credentials()? {
+            return Ok((key, secret, false));
         }
-        let path = self.data_dir.join("credentials.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)?;
-            let stored: StoredCredentials = serde_json::from_str(&text)
-                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-            // An empty secret would let anyone sign tokens, server tokens included.
-            if stored.api_key.is_empty() || stored.api_secret.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "{}: api_key and api_secret must not be empty",
-                    path.display()
-                )));
-            }
-            return Ok((stored.api_key, Secret::new(stored.api_secret), false));
-        }
-        std::fs::create_dir_all(&self.data_dir)?;
+        let path = self.credentials_path();
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| credentials_io("create the data dir", &self.data_dir, &e))?;
         let key = random_text(12);
         let secret = random_text(48);
         let body = serde_json::to_string_pretty(&StoredCredentials {
@@ -349,8 +392,98 @@ impl Config {
             api_secret: secret.clone(),
         })
         .expect("credentials encode");
-        write_private(&path, body.as_bytes())?;
+        write_private(&path, body.as_bytes()).map_err(|e| credentials_io("write", &path, &e))?;
         Ok((key, Secret::new(secret), true))
+    }
+
+    /// Where generated credentials are stored.
+    pub fn credentials_path(&self) -> PathBuf {
+        self.data_dir.join("credentials.json")
+    }
+
+    /// The configured credentials, else those stored in the data dir; `None` when there are
+    /// neither (nothing is written).
+    pub fn existing_credentials(&self) -> Result<Option<(String, Secret)>, ConfigError> {
+        if !self.api_key.is_empty() {
+            return Ok(Some((self.api_key.clone(), Secret::new(&self.api_secret))));
+        }
+        let path = self.credentials_path();
+        let found = path
+            .try_exists()
+            .map_err(|e| credentials_io("look for", &path, &e))?;
+        if !found {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| credentials_io("read", &path, &e))?;
+        let stored: StoredCredentials = serde_json::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+        // An empty secret would let anyone sign tokens, server tokens included.
+        if stored.api_key.is_empty() || stored.api_secret.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{}: api_key and api_secret must not be empty",
+                path.display()
+            )));
+        }
+        Ok(Some((stored.api_key, Secret::new(stored.api_secret))))
+    }
+}
+
+/// A failed file operation on the credentials, with the path and what to do about it.
+fn credentials_io(action: &str, path: &Path, e: &std::io::Error) -> ConfigError {
+    use std::io::ErrorKind;
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "the user running the gateway may not do that: give it write access to the data \
+             dir, or set data_dir (CHAT_GATEWAY_DATA_DIR) to a directory it owns"
+        }
+        ErrorKind::AlreadyExists => {
+            "something is there that could not be read as credentials (a dangling link, or a \
+             gateway starting on the same data dir at the same moment): remove it, or start again"
+        }
+        ErrorKind::NotADirectory => {
+            "a part of the path is a file, not a directory: set data_dir (CHAT_GATEWAY_DATA_DIR) \
+             to a directory"
+        }
+        _ => "check the data dir (data_dir, CHAT_GATEWAY_DATA_DIR)",
+    };
+    ConfigError::Credentials(format!("cannot {action} {}: {e}; {hint}", path.display()))
+}
+
+/// A listener address that is not an IP address and port (`localhost:4600`, `:4600`), named
+/// with where it came from and the form expected, before extraction turns it into a bare
+/// "invalid socket address syntax".
+fn check_address(fig: &Figment, key: &str) -> Result<(), ConfigError> {
+    let Ok(value) = fig.find_value(key) else {
+        return Ok(());
+    };
+    let Some(text) = value.as_str() else {
+        return Ok(());
+    };
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let from = match fig.find_metadata(key) {
+        Some(m) if m.name.contains("environment") => format!(" (from {})", keys::env_name(key)),
+        Some(m) => match &m.source {
+            Some(source) => format!(" (in {source})"),
+            None => String::new(),
+        },
+        None => String::new(),
+    };
+    let port = key_port(key);
+    Err(ConfigError::Invalid(format!(
+        "{key} = \"{text}\"{from} is not an address to listen on: give an IP address and a \
+         port, such as 127.0.0.1:{port} (this machine only), 0.0.0.0:{port} (every IPv4 \
+         interface) or [::]:{port}; host names such as localhost are not resolved"
+    )))
+}
+
+/// The default port of a listener setting, for examples in messages.
+fn key_port(key: &str) -> u16 {
+    let defaults = Config::defaults();
+    match key {
+        "admin_addr" => defaults.admin_addr.port(),
+        _ => defaults.public_addr.port(),
     }
 }
 
@@ -399,6 +532,26 @@ mod tests {
             let err = c.credentials().expect_err(body);
             assert!(err.to_string().contains("must not be empty"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_host_name_as_listener_address_says_the_form_expected() {
+        let fig = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string("public_addr = \"localhost:4600\""));
+        let err = check_address(&fig, "public_addr").unwrap_err().to_string();
+        assert!(
+            err.contains("\"localhost:4600\"") && err.contains("127.0.0.1:4600"),
+            "{err}"
+        );
+        check_address(&fig, "admin_addr").unwrap();
+    }
+
+    #[test]
+    fn an_invalid_log_filter_is_refused() {
+        let mut c = Config::defaults();
+        c.log = "inof".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("log = \"inof\""), "{err}");
     }
 
     #[test]

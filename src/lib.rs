@@ -20,10 +20,12 @@
 //! - `admin`: the admin listener — REST and admin WebSocket over one dispatch table.
 //! - `app`: builds the shared state, binds both listeners, owns shutdown.
 //!
-//! Beside them: `config` (the configuration tree, defaults, validation, generated
-//! credentials), `auth` (token verification and minting), `http` (envelopes, body limits and
-//! rate limiting shared by both listeners), `serve` (the public listener's accept loop),
-//! `telemetry` (tracing and Prometheus metrics).
+//! Beside them: `config` (the configuration tree, defaults, validation, the refusal of
+//! unknown keys, the settings part of `--help`, generated credentials), `startup` (binding
+//! the listeners and the first-start hint, with errors naming the address), `auth` (token
+//! verification and minting), `http` (envelopes, body limits and rate limiting shared by
+//! both listeners), `serve` (the public listener's accept loop), `telemetry` (tracing on
+//! stderr as text or JSON, the connection summary, Prometheus metrics).
 
 pub mod admin;
 pub mod app;
@@ -38,6 +40,7 @@ pub mod model;
 pub mod presence;
 pub mod protocol;
 pub mod serve;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod users;

@@ -4,20 +4,25 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use chat_gateway::{app, auth, config::Config, telemetry};
+use chat_gateway::config::{Config, LogFormat};
+use chat_gateway::{app, auth, config, model, startup, telemetry};
 
 #[derive(Parser)]
 #[command(
     name = "chat-gateway",
     version,
-    about = "Self-hosted realtime chat gateway"
+    about = "Self-hosted realtime chat gateway",
+    after_help = "`--help` lists every setting with its environment variable and default."
 )]
 struct Cli {
-    /// TOML configuration file (also CHAT_GATEWAY_CONFIG).
-    #[arg(long, global = true)]
+    /// TOML configuration file, read on top of the defaults.
+    #[arg(long, global = true, env = "CHAT_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines on stderr as `text` or `json` (wins over the `log_format` setting).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -26,13 +31,13 @@ struct Cli {
 enum Command {
     /// Serve both listeners (the default).
     Serve,
-    /// Print a token signed with the configured or stored secret.
+    /// Print a token signed with the configured or stored secret (never creates one).
     Token {
-        /// Mint a user token for this id.
+        /// Mint a user token for this id (a-z, A-Z, 0-9, @, _ and -, at most 255 bytes).
         #[arg(long, conflicts_with = "server", required_unless_present = "server")]
         user_id: Option<String>,
-        /// Seconds until the user token expires (no expiry by default).
-        #[arg(long, requires = "user_id")]
+        /// Seconds until the token expires (no expiry by default).
+        #[arg(long, value_name = "SECONDS")]
         expires_in: Option<i64>,
         /// Mint a server token for the admin listener.
         #[arg(long)]
@@ -41,14 +46,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chat-gateway: {e}");
-            return ExitCode::from(2);
-        }
+    let matches = Cli::command()
+        .after_long_help(config::settings_help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
     };
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Token {
             user_id,
@@ -59,24 +70,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// A start-up error, printed plainly (exit status 2).
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("chat-gateway: {e}");
+    ExitCode::from(2)
+}
+
 fn token(
     config: &Config,
     user_id: Option<String>,
     expires_in: Option<i64>,
     server: bool,
 ) -> ExitCode {
-    let (_, secret, generated) = match config.credentials() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("chat-gateway: {e}");
-            return ExitCode::from(2);
+    if let Some(secs) = expires_in {
+        if secs <= 0 {
+            return fail(format!(
+                "--expires-in {secs}: give a positive number of seconds"
+            ));
         }
-    };
-    if generated {
-        eprintln!("generated new credentials in {}", config.data_dir.display());
     }
+    if let Some(id) = &user_id {
+        if let Err(e) = model::user::validate_id(id) {
+            return fail(format!("--user-id: {}", e.detail));
+        }
+    }
+    let secret = match config.existing_credentials() {
+        Ok(Some((_, secret))) => secret,
+        Ok(None) => {
+            return fail(format!(
+                "no credentials: {} does not exist and api_key / api_secret are not set. Start \
+                 the gateway once (`{} serve`), which generates them there, or set \
+                 CHAT_GATEWAY_API_KEY and CHAT_GATEWAY_API_SECRET to the ones the gateway uses",
+                config.credentials_path().display(),
+                startup::invocation()
+            ))
+        }
+        Err(e) => return fail(e),
+    };
     let token = match (server, user_id) {
-        (true, _) => auth::server_token(&secret),
+        (true, _) => auth::server_token_expiring(&secret, expires_in),
         (false, Some(id)) => auth::user_token(&id, expires_in, &secret),
         (false, None) => unreachable!("clap requires --user-id or --server"),
     };
@@ -84,60 +116,48 @@ fn token(
     ExitCode::SUCCESS
 }
 
-/// Binds a listener with a deep accept queue: a burst of connects then waits in the kernel
-/// rather than having its handshakes dropped and retried seconds later (tokio's `bind` asks
-/// for 1024; the kernel caps the request at `net.core.somaxconn`).
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(8192)
-}
-
 fn serve(config: Config) -> ExitCode {
-    telemetry::init_tracing(&config.log);
+    if let Err(e) = telemetry::init_tracing(&config.log, config.log_format) {
+        return fail(e);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("chat-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    let result = runtime.block_on(async move {
+    // Everything that can be refused is checked before the first write: the listeners are
+    // bound before credentials are generated.
+    let started = runtime.block_on(async {
+        let (public, admin) = startup::bind_listeners(&config)?;
+        startup::check_data_dir(&config)?;
         let (api_key, secret, generated) = config.credentials()?;
-        if generated {
-            println!(
-                "Generated API credentials in {}/credentials.json (mode 0600).\n\
-                 API key: {api_key}\n\
-                 Mint tokens with `chat-gateway token --server` (admin) or \
-                 `chat-gateway token --user-id ID` (users).",
-                config.data_dir.display()
-            );
-        } else {
-            tracing::info!(api_key = %api_key, "using configured API key");
-        }
-        let public = listen(config.public_addr)?;
-        let admin = listen(config.admin_addr)?;
-        app::run(
-            config,
-            api_key,
-            secret,
-            public,
-            admin,
-            app::termination_signal(),
-        )
-        .await
+        Ok::<_, app::AppError>((public, admin, api_key, secret, generated))
     });
+    let (public, admin, api_key, secret, generated) = match started {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if generated {
+        eprintln!("{}", startup::first_start_hint(&config, &api_key));
+    } else {
+        tracing::info!(api_key = %api_key, "using configured API key");
+    }
+    let format = config.log_format;
+    let result = runtime.block_on(app::run(
+        config,
+        api_key,
+        secret,
+        public,
+        admin,
+        app::termination_signal(),
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "chat-gateway stopped");
-            eprintln!("chat-gateway: {e}");
-            ExitCode::FAILURE
+            // Text lines go where the plain message goes; JSON consumers get it as a line.
+            if format == LogFormat::Json {
+                tracing::error!(error = %e, "chat-gateway stopped");
+            }
+            fail(e)
         }
     }
 }

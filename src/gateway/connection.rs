@@ -37,7 +37,8 @@ fn binary_close() -> CloseOrder {
 async fn refuse(ws: &mut Socket, err: &ApiError, timeout: Duration) {
     metrics::counter!("gateway_connects_refused", "code" => err.code.code().to_string())
         .increment(1);
-    tracing::info!(code = err.code.code(), reason = %err.detail, "connect refused");
+    crate::telemetry::tally::refused(&err.code.code().to_string());
+    tracing::debug!(code = err.code.code(), reason = %err.detail, "connect refused");
     let frame = connection_error(err.code.code(), &err.message(), err.code.status());
     if send_text(ws, frame.as_ref(), timeout).await {
         close(
@@ -143,6 +144,7 @@ async fn handshake_phase(
     let write_timeout = state.limits.write_timeout;
     if state.hub.is_full() {
         metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
+        crate::telemetry::tally::refused("overload");
         let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
         close(ws, &order, write_timeout).await;
         return None;
@@ -222,12 +224,14 @@ async fn start(
         }
         Err(RegisterError::TotalLimit) => {
             metrics::counter!("gateway_connects_refused", "code" => "overload").increment(1);
+            crate::telemetry::tally::refused("overload");
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full");
             close(ws, &order, write_timeout).await;
             return None;
         }
         Err(RegisterError::AnonymousLimit) => {
             metrics::counter!("gateway_connects_refused", "code" => "anonymous").increment(1);
+            crate::telemetry::tally::refused("anonymous");
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "server is full for anonymous users");
             close(ws, &order, write_timeout).await;
             return None;
@@ -257,6 +261,7 @@ async fn start(
         Ok(Err(e)) if e.code == ErrorCode::Unavailable => {
             hub.unregister(&handle);
             metrics::counter!("gateway_connects_refused", "code" => "unavailable").increment(1);
+            crate::telemetry::tally::refused("unavailable");
             tracing::debug!(reason = %e.detail, "connect deferred: storage unavailable");
             let order = CloseOrder::raw(CLOSE_TRY_AGAIN, "storage unavailable, retry later");
             close(ws, &order, write_timeout).await;
@@ -313,6 +318,7 @@ async fn start(
         }
     };
     metrics::counter!("gateway_connects_accepted").increment(1);
+    crate::telemetry::tally::accepted();
     if !send_text(ws, &first_frame, write_timeout).await {
         let finishing = Box::pin(finish(state, handle));
         finishing.await;
@@ -346,6 +352,7 @@ async fn finish(state: &GatewayState, handle: Arc<ConnHandle>) {
         let closed = state.svc.connection_closed(&handle.user_id, last);
         closed.await;
     }
+    crate::telemetry::tally::closed();
     tracing::debug!("disconnected");
 }
 

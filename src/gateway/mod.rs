@@ -172,6 +172,7 @@ async fn connect(
     }
     if !state.admit_connect(peer.ip()) {
         metrics::counter!("gateway_connects_refused", "code" => "9").increment(1);
+        crate::telemetry::tally::refused("9");
         return ApiError::new(
             ErrorCode::RateLimited,
             "too many connects from this address",
@@ -180,6 +181,7 @@ async fn connect(
     }
     let Some(slot) = state.ip_sockets.try_hold(peer.ip()) else {
         metrics::counter!("gateway_connects_refused", "code" => "per_ip").increment(1);
+        crate::telemetry::tally::refused("per_ip");
         return ApiError::new(
             ErrorCode::RateLimited,
             "too many open connections from this address",

@@ -8,6 +8,8 @@
 mod common;
 use common::ws;
 
+mod bin;
+mod cli;
 mod guests;
 mod leaks;
 mod listeners;

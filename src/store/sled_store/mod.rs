@@ -83,6 +83,44 @@ pub(crate) fn sled_error(e: sled::Error) -> StoreError {
     }
 }
 
+/// The database in `data_dir/db` is open in another process: say so, and what to do.
+pub fn in_use(data_dir: &Path) -> String {
+    format!(
+        "data dir {} is in use by another process (its database {} is locked): stop that \
+         process, or give this one another data_dir (CHAT_GATEWAY_DATA_DIR)",
+        data_dir.display(),
+        data_dir.join("db").display()
+    )
+}
+
+/// Whether another process holds the database in `data_dir/db` open (sled locks its `db`
+/// file for as long as it is open). Taking and dropping the lock writes nothing.
+pub fn is_in_use(data_dir: &Path) -> bool {
+    use fs2::FileExt;
+    match std::fs::File::open(data_dir.join("db").join("db")) {
+        Ok(file) => file.try_lock_exclusive().is_err(),
+        Err(_) => false,
+    }
+}
+
+/// A failure to open the database in `dir`; sled's lock conflict (another process has the
+/// database open) said in words, with what to do.
+fn open_error(dir: &Path, e: sled::Error) -> StoreError {
+    match &e {
+        sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+            StoreError::Backend(in_use(dir.parent().unwrap_or(dir)))
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            StoreError::Backend(format!(
+                "cannot open the database in {}: {io}; give the user running the gateway write \
+                 access to it, or set data_dir (CHAT_GATEWAY_DATA_DIR) to a directory it owns",
+                dir.display()
+            ))
+        }
+        _ => sled_error(e),
+    }
+}
+
 /// ENOSPC or EDQUOT, however sled wrapped it.
 fn is_no_space(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;
@@ -103,7 +141,7 @@ impl SledStore {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(sled_error)?;
+            .map_err(|e| open_error(dir, e))?;
         migrations::migrate(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(sled_error);
         let inner = Inner {
