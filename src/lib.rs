@@ -21,8 +21,9 @@
 //! - `app`: builds the shared state, binds both listeners, owns shutdown.
 //!
 //! Beside them: `config` (the configuration tree, defaults, validation, generated
-//! credentials), `auth` (token verification and minting), `http` (envelopes, body limits and
-//! rate limiting shared by both listeners), `serve` (the public listener's accept loop),
+//! credentials), `auth` (token verification and minting), `http` (envelopes and body limits
+//! shared by both listeners), `ratelimit` (Stream's per-endpoint and per-platform rate limits
+//! for both listeners, and `GET /rate_limits`), `serve` (the public listener's accept loop),
 //! `telemetry` (tracing and Prometheus metrics).
 
 pub mod admin;
@@ -37,6 +38,7 @@ pub mod hub;
 pub mod model;
 pub mod presence;
 pub mod protocol;
+pub mod ratelimit;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
