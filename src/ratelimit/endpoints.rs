@@ -36,6 +36,8 @@ pub const FALLBACK_PER_MINUTE: u32 = 60;
 impl Endpoint {
     /// `GET /connect`, the client WebSocket.
     pub const CONNECT: Endpoint = Endpoint(0);
+    /// `POST /guest`.
+    pub const CREATE_GUEST: Endpoint = Endpoint(1);
 
     /// Every endpoint, in report order.
     pub fn all() -> impl Iterator<Item = Endpoint> {
@@ -160,5 +162,7 @@ mod tests {
         assert_eq!(Endpoint::by_config_key("UpdateUsersPartial"), None);
         assert_eq!(Endpoint::by_name("SendMessage"), None);
         assert_eq!(Endpoint::all().count(), NAMES.len());
+        assert_eq!(Endpoint::CONNECT.name(), "Connect");
+        assert_eq!(Endpoint::CREATE_GUEST.name(), "CreateGuest");
     }
 }

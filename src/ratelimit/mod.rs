@@ -179,9 +179,13 @@ impl RateLimits {
         let user_scope = match caller {
             Caller::Server | Caller::Unverified(_) => None,
             Caller::User(id) => Some(Scope::User(id.as_str().into())),
-            // Anonymous sockets from one address (a crowd behind one NAT) have the
-            // per-address connect limits of `[limits]` instead.
-            Caller::Anonymous(_) if endpoint == Endpoint::CONNECT => None,
+            // Anonymous connects and guest creations have per-address limits of their own
+            // in `[limits]` (tuned for a crowd behind one NAT, a refilling guest quota).
+            Caller::Anonymous(_)
+                if endpoint == Endpoint::CONNECT || endpoint == Endpoint::CREATE_GUEST =>
+            {
+                None
+            }
             Caller::Anonymous(Some(ip)) => Some(Scope::Address(*ip)),
             Caller::Anonymous(None) => Some(Scope::Caller("ip:unknown".into())),
         };
