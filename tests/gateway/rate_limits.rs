@@ -204,7 +204,10 @@ async fn every_answer_carries_the_headers() {
     assert_eq!(refused.0, 401);
     let (limit, remaining) = budget(&refused);
     // The address's own guard (the start-up health checks came from it too).
-    assert!(limit == 60000 && remaining < 60000 && remaining > 59990, "{remaining}");
+    assert!(
+        limit == 60000 && remaining < 60000 && remaining > 59990,
+        "{remaining}"
+    );
     let app = s.admin(Method::GET, "/app", None).await;
     assert_eq!(budget(&app), (10000, 9999));
     let reset = header(&app, "x-ratelimit-reset");
