@@ -130,8 +130,8 @@ impl Buckets {
         };
         // The key is cloned only for a bucket's first request of the minute.
         let w = match self.windows.get_mut(key) {
-            Some(mut w) => count(&mut *w),
-            None => count(&mut *self.windows.entry(key.clone()).or_insert(fresh)),
+            Some(mut w) => count(&mut w),
+            None => count(&mut self.windows.entry(key.clone()).or_insert(fresh)),
         };
         let reset = (minute + 1) * 60;
         if let Some(cap) = per_second {
