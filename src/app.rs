@@ -15,9 +15,11 @@ use crate::cluster::Cluster;
 use crate::config::{Config, StoreKind};
 use crate::events::{EventBus, LocalBus};
 use crate::gateway::GatewayState;
-use crate::http::{BodyLimit, BodyTimeout, RateLimiter};
+use crate::http::{BodyLimit, BodyTimeout};
 use crate::hub::Hub;
 use crate::presence::{LocalPresence, Presence};
+use crate::ratelimit::middleware::ListenerLimits;
+use crate::ratelimit::RateLimits;
 use crate::store::{Ballast, GuardedStore, PostgresStore, SledStore, SpaceGuard, Store};
 use crate::users::{SettingsWatch, UsersService};
 
@@ -192,8 +194,10 @@ pub async fn run(
         );
     }
 
+    let rate_limits = Arc::new(RateLimits::new(&config, svc.api_key(), secret.clone()));
     let admin_state = AdminState {
         svc: svc.clone(),
+        rate_limits: rate_limits.clone(),
         feed,
         base_url: if config.admin_url.is_empty() {
             format!("http://{}", admin.local_addr()?)
@@ -208,13 +212,10 @@ pub async fn run(
     let body_timeout = axum::Extension(BodyTimeout(Duration::from_secs(limits.body_timeout_secs)));
     let header_limit =
         axum::middleware::from_fn_with_state(limits.max_header_bytes, crate::http::limit_headers);
-    let admin_router = crate::admin::router(
-        admin_state,
-        Arc::new(RateLimiter::new(limits.requests_per_minute, secret.clone())),
-    )
-    .layer(body_limit)
-    .layer(body_timeout)
-    .layer(header_limit.clone());
+    let admin_router = crate::admin::router(admin_state)
+        .layer(body_limit)
+        .layer(body_timeout)
+        .layer(header_limit.clone());
     let gateway_state = GatewayState::new(svc.clone(), hub.clone(), &config, stop_rx.clone());
     crate::gateway::spawn_liveness(
         hub.clone(),
@@ -224,7 +225,10 @@ pub async fn run(
     );
     let public_router = crate::gateway::router(
         gateway_state,
-        Arc::new(RateLimiter::new(limits.requests_per_minute, secret.clone())),
+        ListenerLimits {
+            limits: rate_limits,
+            admin: false,
+        },
         &config.cors,
     )
     .layer(body_limit)

@@ -46,6 +46,8 @@ pub struct Config {
     pub cors: Cors,
     /// The data volume.
     pub store: StoreConfig,
+    /// Stream's per-endpoint rate limits.
+    pub rate_limits: RateLimitsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -62,6 +64,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("cors", &self.cors)
             .field("store", &self.store)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }
@@ -119,6 +122,23 @@ pub struct Limits {
     pub guests_per_minute_per_ip: u32,
     pub guests_per_minute: u32,
     pub max_query_response_bytes: usize,
+}
+
+/// Rate limits as Stream counts them: per endpoint and platform for the app, per endpoint and
+/// platform for each user (see `config/default.toml` and `crate::ratelimit`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimitsConfig {
+    /// Whether the per-endpoint limits apply (the per-caller `limits.requests_per_minute`
+    /// always does).
+    pub enabled: bool,
+    /// Requests per minute one user (or one address, without a user token) may make to one
+    /// endpoint from one platform. Server-side calls are not subject to it.
+    pub user_per_minute: u32,
+    /// The per-second share of an app limit is its per-minute limit divided by this (Stream:
+    /// 30); 0 applies no per-second limit.
+    pub per_second_divisor: u32,
+    /// Requests per minute per platform for the whole app, by Stream's endpoint name.
+    pub endpoints: std::collections::BTreeMap<String, u32>,
 }
 
 /// Browser access to the public listener.
@@ -342,6 +362,7 @@ impl Config {
                     .into(),
             ));
         }
+        crate::ratelimit::validate(&self.rate_limits).map_err(ConfigError::Invalid)?;
         if self.store.space_check_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "store.space_check_interval_ms must be positive".into(),

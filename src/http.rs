@@ -1,9 +1,7 @@
 //! What both listeners share at the HTTP edge: Stream's success and error envelopes, the JSON
-//! body reader with its size limit, credential extraction, and per-caller rate limiting with
-//! the `x-ratelimit-*` headers.
+//! body reader with its size limit, and credential extraction. (Rate limits: `ratelimit`.)
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
@@ -12,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dashmap::DashMap;
 use serde_json::{Map, Value};
 
 use crate::protocol::time::duration_text;
@@ -277,118 +274,6 @@ impl Credentials {
                 .or_else(|| query.get("stream-auth-type").cloned()),
         }
     }
-}
-
-/// A fixed-window per-caller rate limiter.
-pub struct RateLimiter {
-    per_minute: u32,
-    windows: DashMap<String, (u64, u32)>,
-    pruned: std::sync::atomic::AtomicU64,
-    secret: crate::auth::Secret,
-}
-
-/// The state of one caller's window after a request.
-pub struct RateState {
-    /// Allowed requests per window.
-    pub limit: u32,
-    /// Left in this window.
-    pub remaining: u32,
-    /// When the window resets, unix seconds.
-    pub reset: u64,
-    /// Whether this request is over the limit.
-    pub exceeded: bool,
-}
-
-impl RateLimiter {
-    /// A limiter allowing `per_minute` requests per caller per minute. Callers are told
-    /// apart by their token's identity once its signature checks out against `secret` (so
-    /// neither a second token nor garbage headers buy a fresh budget), else by address.
-    pub fn new(per_minute: u32, secret: crate::auth::Secret) -> Self {
-        Self {
-            per_minute,
-            windows: DashMap::new(),
-            pruned: std::sync::atomic::AtomicU64::new(0),
-            secret,
-        }
-    }
-
-    /// The budget a request is counted against.
-    pub fn caller_key(&self, token: Option<&str>, peer: Option<std::net::IpAddr>) -> String {
-        use crate::auth::{verify, Identity, TokenClaims};
-        match token.map(|t| verify(t, &self.secret, false)) {
-            Some(Ok(Identity::Server)) => "server".to_owned(),
-            Some(Ok(Identity::User(TokenClaims { user_id, .. }))) => format!("user:{user_id}"),
-            _ => match peer {
-                Some(ip) => format!("ip:{ip}"),
-                None => "ip:unknown".to_owned(),
-            },
-        }
-    }
-
-    /// Counts one request of `key`.
-    pub fn hit(&self, key: &str) -> RateState {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let window = now / 60;
-        // Forget past windows once per minute, not on every request.
-        let last = self
-            .pruned
-            .swap(window, std::sync::atomic::Ordering::Relaxed);
-        if last != window {
-            self.windows.retain(|_, (w, _)| *w == window);
-        }
-        let mut entry = self.windows.entry(key.to_owned()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        let used = entry.1;
-        RateState {
-            limit: self.per_minute,
-            remaining: self.per_minute.saturating_sub(used),
-            reset: (window + 1) * 60,
-            exceeded: used > self.per_minute,
-        }
-    }
-}
-
-/// Middleware: counts the request against its caller (the verified token's identity, or the
-/// peer address) and adds the `x-ratelimit-*` headers; over the limit answers 429, code 9.
-pub async fn rate_limit(
-    State(limiter): State<Arc<RateLimiter>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    // `/connect` has its own per-address connect limit.
-    if req.uri().path() == "/connect" {
-        return next.run(req).await;
-    }
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let key = limiter.caller_key(token, peer);
-    let state = limiter.hit(&key);
-    let mut resp = if state.exceeded {
-        ApiError::new(
-            ErrorCode::RateLimited,
-            "Too many requests, check response headers",
-        )
-        .into_response()
-    } else {
-        next.run(req).await
-    };
-    let h = resp.headers_mut();
-    h.insert("x-ratelimit-limit", HeaderValue::from(state.limit));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(state.remaining));
-    h.insert("x-ratelimit-reset", HeaderValue::from(state.reset));
-    resp
 }
 
 /// Middleware: records request latency per route.

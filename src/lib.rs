@@ -23,8 +23,9 @@
 //! Beside them: `config` (the configuration tree, defaults, validation, the refusal of
 //! unknown keys, the settings part of `--help`, generated credentials), `startup` (binding
 //! the listeners and the first-start hint, with errors naming the address), `auth` (token
-//! verification and minting), `http` (envelopes, body limits and rate limiting shared by
-//! both listeners), `serve` (the public listener's accept loop), `telemetry` (tracing on
+//! verification and minting), `http` (envelopes and body limits shared by both listeners),
+//! `ratelimit` (Stream's per-endpoint and per-platform rate limits for both listeners, and
+//! `GET /rate_limits`), `serve` (the public listener's accept loop), `telemetry` (tracing on
 //! stderr as text or JSON, the connection summary, Prometheus metrics).
 
 pub mod admin;
@@ -39,6 +40,7 @@ pub mod hub;
 pub mod model;
 pub mod presence;
 pub mod protocol;
+pub mod ratelimit;
 pub mod serve;
 pub mod startup;
 pub mod store;

@@ -80,6 +80,9 @@ impl GatewayProcess {
             .env("CHAT_GATEWAY_DATA_DIR", &launch.data_dir)
             .env("CHAT_GATEWAY_API_KEY", &launch.api_key)
             .env("CHAT_GATEWAY_API_SECRET", &launch.secret)
+            // Writes as fast as the store takes them: Stream's per-endpoint budgets
+            // (300 upserts a minute) would refuse most of them.
+            .env("CHAT_GATEWAY_RATE_LIMITS__ENABLED", "false")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log)

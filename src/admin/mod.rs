@@ -27,6 +27,8 @@ pub struct AdminState {
     pub base_url: String,
     /// Time one write to an admin WebSocket may take.
     pub write_timeout: std::time::Duration,
+    /// The node's rate limits (admin WebSocket operations count against them too).
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// Becomes true when the gateway shuts down (admin WebSockets close).
     pub stop: tokio::sync::watch::Receiver<bool>,
 }

@@ -2,7 +2,6 @@
 //! table, and encodes the answer in Stream's envelope. Everything but `/healthz`, `/metrics`
 //! and export downloads (capability URLs) requires the server token.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -15,8 +14,9 @@ use axum::Router;
 use super::ops::{dispatch, OpRequest};
 use super::AdminState;
 use crate::auth::Identity;
-use crate::http::{self, Credentials, JsonBody, PathId, RateLimiter};
+use crate::http::{self, Credentials, JsonBody, PathId};
 use crate::protocol::{ApiError, ErrorCode};
+use crate::ratelimit::middleware::{rate_limit, ListenerLimits};
 use crate::users::UsersService;
 
 /// Checks the server token on an admin request: api key, auth type and a server token.
@@ -102,6 +102,15 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
     }
 }
 
+/// `GET /rate_limits`: the app's budgets (this request already counted).
+async fn rate_limits(State(s): State<AdminState>, uri: Uri) -> Response {
+    let started = Instant::now();
+    match crate::ratelimit::report::rate_limits(&s.rate_limits, &http::query_map(uri.query())) {
+        Ok(out) => http::ok(out, started),
+        Err(e) => e.in_operation("GetRateLimits").into_response(),
+    }
+}
+
 async fn export_download(State(s): State<AdminState>, PathId(file): PathId) -> Response {
     let started = Instant::now();
     let id = file.trim_end_matches(".json");
@@ -113,7 +122,11 @@ async fn export_download(State(s): State<AdminState>, PathId(file): PathId) -> R
 }
 
 /// The admin router.
-pub fn router(state: AdminState, limiter: Arc<RateLimiter>) -> Router {
+pub fn router(state: AdminState) -> Router {
+    let limits = ListenerLimits {
+        limits: state.rate_limits.clone(),
+        admin: true,
+    };
     let authed = Router::new()
         .route(
             "/users",
@@ -133,6 +146,7 @@ pub fn router(state: AdminState, limiter: Arc<RateLimiter>) -> Router {
         .route("/tasks/{id}", get(op!("getTask", id)))
         .route("/app", get(op!("getApp")).patch(op!("updateApp")))
         .route("/guest", post(op!("createGuest")))
+        .route("/rate_limits", get(rate_limits))
         .route("/ws", get(super::ws::upgrade))
         .route_layer(middleware::from_fn_with_state(state.clone(), server_auth));
     Router::new()
@@ -143,6 +157,6 @@ pub fn router(state: AdminState, limiter: Arc<RateLimiter>) -> Router {
         .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::observe))
-        .layer(middleware::from_fn_with_state(limiter, http::rate_limit))
+        .layer(middleware::from_fn_with_state(limits, rate_limit))
         .with_state(state)
 }

@@ -4,7 +4,8 @@
 //! Request `{"id":"7","op":"upsertUsers","body":{...},"params":{"id":"bob",...}}` →
 //! `{"id":"7","result":{...}}` or `{"id":"7","error":{...envelope...}}`.
 //! `{"id":"8","op":"subscribe"}` starts the event stream: each event arrives as
-//! `{"event":{...}}`. A subscriber that falls behind is closed with 1013.
+//! `{"event":{...}}`. A subscriber that falls behind is closed with 1013. Each operation
+//! counts against the server-side budget of its endpoint, as the REST call would.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-use super::ops::{dispatch, OpRequest};
+use super::ops::{dispatch, operation_name, OpRequest};
 use super::AdminState;
 use crate::hub::{CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN};
 use crate::protocol::ApiError;
@@ -119,6 +120,22 @@ async fn recv_event(
     }
 }
 
+/// Counts an operation against its endpoint's server-side budget; past it, code 9.
+fn counted(state: &AdminState, op: &str) -> Result<(), ApiError> {
+    use crate::ratelimit::{Caller, Endpoint, Platform};
+    let Some(name) = operation_name(op) else {
+        return Ok(()); // unknown operations are refused by the dispatch table
+    };
+    let endpoint = Endpoint::by_name(name);
+    let verdict = state
+        .rate_limits
+        .admit(&Caller::Server, Platform::ServerSide, endpoint, true);
+    if verdict.refused {
+        return Err(crate::ratelimit::middleware::too_many_requests().in_operation(name));
+    }
+    Ok(())
+}
+
 /// Handles one request frame; `None` when there is nothing to answer.
 async fn handle(
     state: &AdminState,
@@ -170,7 +187,10 @@ async fn handle(
                 body: frame.get("body").cloned().unwrap_or_else(|| json!({})),
                 base_url: base_url.to_owned(),
             };
-            dispatch(&state.svc, op, req).await
+            match counted(state, op) {
+                Ok(()) => dispatch(&state.svc, op, req).await,
+                Err(e) => Err(e),
+            }
         }
     };
     let duration = crate::protocol::time::duration_text(started.elapsed());

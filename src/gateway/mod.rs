@@ -26,9 +26,10 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::config::{Config, Cors};
-use crate::http::{self, RateLimiter};
+use crate::http;
 use crate::hub::{CloseOrder, Hub, CLOSE_GOING_AWAY};
 use crate::protocol::{ApiError, ErrorCode};
+use crate::ratelimit::middleware::{rate_limit, ListenerLimits};
 use crate::users::UsersService;
 
 /// Per-address connect-rate buckets kept before the stale ones (from earlier seconds) are
@@ -249,7 +250,7 @@ fn cors_layer(cors: &Cors) -> CorsLayer {
 }
 
 /// The public router.
-pub fn router(state: GatewayState, limiter: Arc<RateLimiter>, cors: &Cors) -> Router {
+pub fn router(state: GatewayState, limits: ListenerLimits, cors: &Cors) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/connect", get(connect))
@@ -263,7 +264,7 @@ pub fn router(state: GatewayState, limiter: Arc<RateLimiter>, cors: &Cors) -> Ro
         .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::observe))
-        .layer(middleware::from_fn_with_state(limiter, http::rate_limit))
+        .layer(middleware::from_fn_with_state(limits, rate_limit))
         .layer(cors_layer(cors))
         .with_state(state)
 }

@@ -10,3 +10,4 @@ mod client_rest;
 mod connect;
 mod events;
 mod liveness;
+mod rate_limits;

@@ -48,6 +48,37 @@ async def test_rate_limit_headers_on_responses(api, uid):
         assert int(headers["x-ratelimit-reset"]) > 0
 
 
+async def test_get_rate_limits(api):
+    """Stream's own SDK test of get_rate_limits, with an endpoint the gateway serves in place
+    of SendMessage (endpoints it does not serve are left out of the answer)."""
+    resp = await api("get_rate_limits")
+    for platform in ("server_side", "android", "ios", "web"):
+        assert platform in resp
+        assert resp[platform]["QueryUsers"]["limit"] == 1000
+
+    resp = await api("get_rate_limits", server_side=True, android=True)
+    assert "server_side" in resp and "android" in resp
+    assert "ios" not in resp and "web" not in resp
+
+    resp = await api(
+        "get_rate_limits",
+        server_side=True,
+        android=True,
+        endpoints=["GetRateLimits", "QueryUsers"],
+    )
+    assert "ios" not in resp and "web" not in resp
+    assert len(resp["android"]) == 2
+    assert len(resp["server_side"]) == 2
+    android = resp["android"]["GetRateLimits"]
+    assert android["limit"] == android["remaining"]
+    server_side = resp["server_side"]["GetRateLimits"]
+    assert server_side["limit"] > server_side["remaining"]
+    # The headers are this call's own server-side budget.
+    info = resp.rate_limit()
+    assert info.limit == server_side["limit"]
+    assert info.remaining == server_side["remaining"]
+
+
 async def test_error_codes_on_the_exception(api, uid):
     err = await api.fails("upsert_user", {"id": "bad id"})
     assert err.error_code == 4
