@@ -337,6 +337,12 @@ impl EventSink for Hub {
                 self.revoke(user_id.as_deref(), *before)
             }
             (UserEvent::GuestTakenOver { user_id }, _) => self.end_guest_sessions(user_id),
+            // A back end's custom event, a change to the user's own lists: the user's own
+            // connections, no one else.
+            (UserEvent::Custom { user_id, .. }, Some(frame))
+            | (UserEvent::OwnUserChanged { user_id, .. }, Some(frame)) => {
+                self.send_to_user(user_id, frame)
+            }
             _ => {}
         }
     }

@@ -8,5 +8,7 @@ use common::ws;
 mod admin_ws;
 mod client_rest;
 mod connect;
+mod custom_events;
 mod events;
 mod liveness;
+mod moderation;
