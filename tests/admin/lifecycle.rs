@@ -317,7 +317,14 @@ async fn export_one_user() {
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["user", "mutes", "blocks", "messages", "reactions", "duration"]
+        [
+            "user",
+            "mutes",
+            "blocks",
+            "messages",
+            "reactions",
+            "duration"
+        ]
     );
     assert_eq!(body["user"]["id"], "e");
     assert_eq!(body["mutes"], json!([]));
