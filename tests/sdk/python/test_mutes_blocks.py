@@ -1,6 +1,6 @@
-"""Mutes through the Python SDK, sync and async (see ``api``): a back end mutes and unmutes
-for the user it names; the mutes appear in that user's ``me`` on connect; bad calls get
-Stream's envelope."""
+"""Mutes and blocks through the Python SDK, sync and async (see ``api``): a back end mutes,
+unmutes, blocks and unblocks for the user it names; both appear in that user's ``me`` on
+connect; bad calls get Stream's envelope."""
 
 import asyncio
 import json
@@ -67,4 +67,23 @@ async def test_bad_mutes_get_streams_codes(api, uid):
     err = await api.fails("mute_user", uid("nobody"), me)
     assert (err.error_code, err.status_code) == (16, 404)
     err = await api.fails("mute_user", me, uid("nobody"))
+    assert (err.error_code, err.status_code) == (16, 404)
+
+
+async def test_block_list_and_unblock_for_a_user(api, gateway, tokens, uid):
+    me, troll = uid("me"), uid("troll")
+    await api("upsert_users", [{"id": me}, {"id": troll}])
+    resp = await api("block_user", troll, me)
+    assert resp["blocked_by_user_id"] == me
+    assert resp["blocked_user_id"] == troll
+    assert_timestamp(resp["blocked_at"], "blocked_at")
+    blocks = (await api("get_blocked_users", me))["blocks"]
+    assert [b["blocked_user_id"] for b in blocks] == [troll]
+    assert blocks[0]["blocked_user"]["id"] == troll
+    assert (await _me(gateway, tokens, me))["blocked_user_ids"] == [troll]
+    await api("unblock_user", troll, me)
+    assert (await api("get_blocked_users", me))["blocks"] == []
+    err = await api.fails("block_user", me, me)
+    assert (err.error_code, err.status_code) == (4, 400)
+    err = await api.fails("block_user", uid("nobody"), me)
     assert (err.error_code, err.status_code) == (16, 404)
