@@ -86,6 +86,21 @@ pub enum UserEvent {
         /// The event as the back end sent it, `created_at` stamped by the gateway.
         event: Map<String, Value>,
     },
+    /// The user was banned (`user.banned`): told to its connections unless the ban is a
+    /// shadow ban, and to admin subscribers.
+    Banned {
+        /// The user, its ban set.
+        user: User,
+        /// The ban.
+        ban: crate::model::moderation::Ban,
+    },
+    /// The user's ban was lifted (`user.unbanned`): told as its ban was.
+    Unbanned {
+        /// The user.
+        user: User,
+        /// The lifted ban was a shadow ban.
+        shadow: bool,
+    },
     /// A change to the user's own lists, for its own connections only, carrying its `me`
     /// (`notification.mutes_updated`).
     OwnUserChanged {
@@ -154,6 +169,24 @@ impl UserEvent {
                 last_active,
             } => events::presence_event(user_id, *online, *last_active),
             Self::Custom { event, .. } => Value::Object(event.clone()).to_string().into(),
+            Self::Banned { user, ban } => {
+                let mut extra = json!({"shadow": ban.shadow});
+                if let Some(r) = &ban.reason {
+                    extra["reason"] = json!(r);
+                }
+                if let Some(e) = ban.expires {
+                    extra["expiration"] = json!(e.to_wire());
+                }
+                if let Some(by) = &ban.banned_by_id {
+                    extra["created_by"] = json!({ "id": by });
+                }
+                events::user_event("user.banned", user.to_wire(false), Some(extra))
+            }
+            Self::Unbanned { user, shadow } => events::user_event(
+                "user.unbanned",
+                user.to_wire(false),
+                Some(json!({ "shadow": shadow })),
+            ),
             Self::OwnUserChanged { event_type, me, .. } => json!({
                 "type": event_type,
                 "me": me,

@@ -11,7 +11,7 @@ mod pg;
 
 use std::future::Future;
 
-use chat_gateway::model::moderation::{Block, Mute};
+use chat_gateway::model::moderation::{Ban, Block, Mute};
 use chat_gateway::model::query::UserQuery;
 use chat_gateway::model::user::User;
 use chat_gateway::protocol::Timestamp;
@@ -1027,7 +1027,15 @@ async fn queries_agree_with_a_full_scan<S: Store>(store: &S) {
                 .map(|t| (*t).to_owned())
                 .collect();
             u.role = pick(&mut rng, &ROLES).to_owned();
-            u.banned = rng.random_bool(0.1);
+            if rng.random_bool(0.1) {
+                u.ban = Some(Ban {
+                    created_at: Timestamp::now(),
+                    expires: None,
+                    reason: None,
+                    shadow: rng.random_bool(0.3),
+                    banned_by_id: None,
+                });
+            }
             u.updated_at =
                 Timestamp(u.created_at.0 + time::Duration::seconds(rng.random_range(0..9)));
             if rng.random_bool(0.3) {

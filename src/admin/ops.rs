@@ -6,12 +6,13 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::model::ban_query::BannedQuery;
 use crate::model::user::validate_id;
 use crate::protocol::ApiError;
 use crate::users::access::{authorize, Action};
 use crate::users::requests::{
-    BlockUser, CreateGuest, CustomEvent, DeleteUsers, LifecycleOptions, MuteUsers, PartialUpdate,
-    UnmuteUsers, UpsertUsers, UserIds, MAX_EXPORT,
+    BanUser, BlockUser, CreateGuest, CustomEvent, DeleteUsers, LifecycleOptions, MuteUsers,
+    PartialUpdate, UnbanUser, UnmuteUsers, UpsertUsers, UserIds, MAX_EXPORT,
 };
 use crate::users::service::MAX_BATCH;
 use crate::users::{Caller, UsersService};
@@ -87,6 +88,9 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("blockUser", "BlockUser"),
     ("unblockUser", "UnblockUser"),
     ("getBlockedUsers", "GetBlockedUsers"),
+    ("banUser", "BanUser"),
+    ("unbanUser", "UnbanUser"),
+    ("queryBannedUsers", "QueryBannedUsers"),
 ];
 
 /// The operations the public listener also serves, run for the client that calls them (the
@@ -98,6 +102,9 @@ pub const CLIENT_OPERATIONS: &[&str] = &[
     "blockUser",
     "unblockUser",
     "getBlockedUsers",
+    "banUser",
+    "unbanUser",
+    "queryBannedUsers",
 ];
 
 /// The name Stream's error messages give an operation.
@@ -285,6 +292,29 @@ async fn run(
                 validate_id(id)?;
             }
             json!({ "blocks": svc.blocked_users(caller, user_id).await? })
+        }
+        "banUser" => {
+            svc.ban_user(caller, &BanUser::parse(&req.body)?).await?;
+            json!({})
+        }
+        "unbanUser" => {
+            // The SDKs send these in the query string; a frame or a body may carry them too.
+            let mut fields = object(req.body.clone());
+            for (k, v) in &req.params {
+                fields.entry(k.clone()).or_insert(Value::String(v.clone()));
+            }
+            svc.unban_user(caller, &UnbanUser::parse(&Value::Object(fields))?)
+                .await?;
+            json!({})
+        }
+        "queryBannedUsers" => {
+            let payload = match req.params.get("payload") {
+                Some(p) => serde_json::from_str(p)
+                    .map_err(|e| ApiError::input(format!("payload is not valid JSON: {e}")))?,
+                None => req.body.clone(),
+            };
+            let query = BannedQuery::parse(&payload)?;
+            json!({ "bans": svc.query_banned_users(caller, &query).await? })
         }
         other => return Err(ApiError::input(format!("unknown operation {other}"))),
     };

@@ -137,6 +137,11 @@ pub fn router(state: AdminState, limiter: Arc<RateLimiter>) -> Router {
             post(op!("blockUser")).get(op!("getBlockedUsers")),
         )
         .route("/users/unblock", post(op!("unblockUser")))
+        .route(
+            "/moderation/ban",
+            post(op!("banUser")).delete(op!("unbanUser")),
+        )
+        .route("/query_banned_users", get(op!("queryBannedUsers")))
         .route("/export/users", post(op!("exportUsers")))
         .route("/tasks/{id}", get(op!("getTask", id)))
         .route("/app", get(op!("getApp")).patch(op!("updateApp")))

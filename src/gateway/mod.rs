@@ -288,6 +288,11 @@ pub fn router(state: GatewayState, limiter: Arc<RateLimiter>, cors: &Cors) -> Ro
             post(client_op!("blockUser")).get(client_op!("getBlockedUsers")),
         )
         .route("/users/unblock", post(client_op!("unblockUser")))
+        .route(
+            "/moderation/ban",
+            post(client_op!("banUser")).delete(client_op!("unbanUser")),
+        )
+        .route("/query_banned_users", get(client_op!("queryBannedUsers")))
         .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::observe))

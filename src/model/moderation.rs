@@ -1,6 +1,6 @@
-//! What one user holds against others, stored on that user's record so it is written,
-//! versioned, erased and exported with it: the users it muted (with an optional expiry) and
-//! the users it blocked. Expired mutes are not active from the instant they expire and are
+//! What one user holds against others, and a ban held against it, stored on that user's
+//! record so it is written, versioned, erased and exported with it: the users it muted (with
+//! an optional expiry), the users it blocked, its ban (with an optional expiry). Expired mutes are not active from the instant they expire and are
 //! dropped by the next write of the record.
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,32 @@ pub struct Block {
     pub blocked_user_id: String,
     /// When.
     pub created_at: Timestamp,
+}
+
+/// An app-wide ban of the record's user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ban {
+    /// When.
+    pub created_at: Timestamp,
+    /// The ban ends then; `None`: until unbanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Timestamp>,
+    /// Why, as the back end put it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A shadow ban: no client is told.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Who banned (`banned_by_id`, or the admin client that called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banned_by_id: Option<String>,
+}
+
+impl Ban {
+    /// Whether the ban holds at `now`.
+    pub fn active_at(&self, now: Timestamp) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
 }
 
 /// The instant `minutes` after `from` (fractions allowed).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::model::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES};
-use crate::model::moderation::{Block, Mute};
+use crate::model::moderation::{Ban, Block, Mute};
 use crate::protocol::{ApiError, Timestamp};
 
 pub use crate::model::bounds::{check_custom_size, MAX_CUSTOM_BYTES};
@@ -93,9 +93,10 @@ pub struct User {
     /// Last connect or last disconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_active: Option<Timestamp>,
-    /// Banned flag (never set by this gateway, kept for the wire).
-    #[serde(default)]
-    pub banned: bool,
+    /// The user's ban, expired or not (the wire's `banned`, `shadow_banned`, `ban_expires`
+    /// say whether it holds). Records from before bans hold a `banned: false` that is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<Ban>,
     /// Set while deactivated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deactivated_at: Option<Timestamp>,
@@ -134,7 +135,7 @@ impl User {
             created_at: now,
             updated_at: now,
             last_active: None,
-            banned: false,
+            ban: None,
             deactivated_at: None,
             deleted_at: None,
             revoke_tokens_issued_before: None,
@@ -164,7 +165,11 @@ impl User {
         if let Some(t) = self.last_active {
             m.insert("last_active".into(), ts(t));
         }
-        m.insert("banned".into(), Value::Bool(self.banned));
+        let ban = self.open_ban_at(Timestamp::now());
+        m.insert("banned".into(), Value::Bool(ban.is_some()));
+        if let Some(t) = ban.and_then(|b| b.expires) {
+            m.insert("ban_expires".into(), ts(t));
+        }
         m.insert("online".into(), Value::Bool(online));
         if let Some(t) = self.deactivated_at {
             m.insert("deactivated_at".into(), ts(t));
@@ -200,6 +205,18 @@ impl User {
             m.insert(key.into(), Value::from(0));
         }
         m
+    }
+
+    /// The open (not shadow) ban that holds at `now`: the wire's `banned`.
+    pub fn open_ban_at(&self, now: Timestamp) -> Option<&Ban> {
+        self.ban.as_ref().filter(|b| !b.shadow && b.active_at(now))
+    }
+
+    /// Whether a shadow ban holds at `now`: `shadow_banned`, for the back end only.
+    pub fn shadow_banned_at(&self, now: Timestamp) -> bool {
+        self.ban
+            .as_ref()
+            .is_some_and(|b| b.shadow && b.active_at(now))
     }
 
     /// Ids of the users this user blocked, in the order blocked.

@@ -8,11 +8,12 @@
 //! `patch` (set/unset paths), `answer` (the size bound of a query's answer), `settings` (app
 //! settings), `access` (the one authorization check: who may do what for whom),
 //! `custom_events` (a back end's custom events for one user), `mutes` and `blocks` (what a
-//! user holds against others, and its `me`). The user object, queries and name
+//! user holds against others, and its `me`), `bans`. The user object, queries and name
 //! normalisation they work on live in `crate::model`.
 
 pub mod access;
 pub mod answer;
+pub mod bans;
 pub mod blocks;
 pub mod connect;
 pub mod custom_events;

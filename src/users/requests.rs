@@ -420,6 +420,102 @@ impl BlockUser {
     }
 }
 
+/// `POST /moderation/ban`: whom to ban, how, for how long.
+#[derive(Debug, Clone)]
+pub struct BanUser {
+    /// `target_user_id`.
+    pub target_user_id: String,
+    /// `timeout` in minutes (fractions allowed); `None`: until unbanned.
+    pub timeout_minutes: Option<f64>,
+    /// `reason`.
+    pub reason: Option<String>,
+    /// `shadow`: a shadow ban.
+    pub shadow: bool,
+    /// `banned_by_id` (or `user_id`): who bans, for a back end.
+    pub banned_by_id: Option<String>,
+}
+
+/// Longest ban reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `target_user_id`, required (a ban without a target: 400, code 4).
+fn ban_target(body: &Value) -> Result<String, ApiError> {
+    let target = opt_str(body, "target_user_id")?
+        .ok_or_else(|| ApiError::input("target_user_id is a required field"))?;
+    validate_id(target)?;
+    Ok(target.to_owned())
+}
+
+/// A boolean field, absent is false; `"true"`/`"false"` too (query strings).
+fn opt_bool(body: &Value, key: &str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        // Query strings: `true`, or Python's `True` as requests writes it.
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") || s == "0" || s.is_empty() => {
+            Ok(false)
+        }
+        Some(_) => Err(ApiError::input(format!("{key} must be true or false"))),
+    }
+}
+
+impl BanUser {
+    /// Decodes `target_user_id`, `timeout`, `reason`, `shadow` and `banned_by_id`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let target_user_id = ban_target(body)?;
+        let timeout_minutes = match body.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(m) if m > 0.0 && m <= MAX_TIMEOUT_MINUTES => Some(m),
+                _ => {
+                    return Err(ApiError::input(format!(
+                    "timeout must be a number of minutes above 0 and at most {MAX_TIMEOUT_MINUTES}"
+                )))
+                }
+            },
+        };
+        let reason = opt_str(body, "reason")?.map(str::to_owned);
+        if let Some(r) = &reason {
+            bounds::check_length("reason", r.len(), MAX_REASON_BYTES)?;
+        }
+        let banned_by_id = match opt_str(body, "banned_by_id")? {
+            Some(id) => Some(id.to_owned()),
+            None => acting_user(body)?,
+        };
+        if let Some(id) = &banned_by_id {
+            validate_id(id)?;
+        }
+        Ok(Self {
+            target_user_id,
+            timeout_minutes,
+            reason,
+            shadow: opt_bool(body, "shadow")?,
+            banned_by_id,
+        })
+    }
+}
+
+/// `DELETE /moderation/ban`: whose ban to lift, and which (`shadow`).
+#[derive(Debug, Clone)]
+pub struct UnbanUser {
+    /// `target_user_id`.
+    pub target_user_id: String,
+    /// Lift a shadow ban (`removeShadowBan`) rather than an open one.
+    pub shadow: bool,
+}
+
+impl UnbanUser {
+    /// Decodes `target_user_id` and `shadow` (from the query string, as the SDKs send them,
+    /// turned into an object by the caller).
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        Ok(Self {
+            target_user_id: ban_target(body)?,
+            shadow: opt_bool(body, "shadow")?,
+        })
+    }
+}
+
 /// `POST /guest`: the guest's fields (an id is generated when none is given).
 #[derive(Debug, Clone)]
 pub struct CreateGuest {

@@ -6,6 +6,7 @@ mod common;
 use common::ws;
 
 mod admin_ws;
+mod bans;
 mod client_rest;
 mod connect;
 mod custom_events;
