@@ -89,7 +89,7 @@ async fn a_ban_with_a_timeout_shows_in_the_user_and_in_queries_until_it_ends() {
     let ids = json!([target, moderator]);
     assert_eq!(
         query_ids(&s, json!({"id": {"$in": ids}, "banned": true})).await,
-        [target.clone()]
+        std::slice::from_ref(&target)
     );
     let listed = bans(&s, json!({"filter_conditions": {"user_id": target}})).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -104,7 +104,7 @@ async fn a_ban_with_a_timeout_shows_in_the_user_and_in_queries_until_it_ends() {
         .is_empty());
     assert_eq!(
         query_ids(&s, json!({"id": target, "banned": false})).await,
-        [target.clone()],
+        std::slice::from_ref(&target),
         "an expired ban no longer holds"
     );
     assert!(bans(&s, json!({"filter_conditions": {"user_id": target}}))
@@ -127,7 +127,7 @@ async fn shadow_bans_are_told_to_no_client() {
     expect_none(&mut sock, "user.banned", Duration::from_millis(300)).await;
     assert_eq!(
         query_ids(&s, json!({"id": target, "shadow_banned": true})).await,
-        [target.clone()]
+        std::slice::from_ref(&target)
     );
     let q = json!({"filter_conditions": {"id": target}});
     let body = s
@@ -179,7 +179,7 @@ async fn shadow_bans_are_told_to_no_client() {
     .await;
     assert_eq!(
         query_ids(&s, json!({"id": target, "shadow_banned": true})).await,
-        [target.clone()]
+        std::slice::from_ref(&target)
     );
     s.admin_ok(
         Method::DELETE,
