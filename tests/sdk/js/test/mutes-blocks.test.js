@@ -43,7 +43,7 @@ test('muteUser: in me, announced with notification.mutes_updated, undone by unmu
   assert.equal(event.me.mutes[0].target.id, bore);
   assert.equal(client.userMuteStatus(bore), true, 'the SDK took the mutes of the event');
 
-  // Another session of the same user gets the mute in its me.
+  // Another connection of the same user gets the mute in its me.
   const laptop = await connected(me);
   assert.equal(laptop.userMuteStatus(bore), true);
 
