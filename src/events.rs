@@ -14,7 +14,7 @@
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::model::user::User;
 use crate::protocol::{events, Timestamp};
@@ -78,9 +78,48 @@ pub enum UserEvent {
     },
     /// The app settings changed.
     AppSettingsChanged,
+    /// A back end's custom event for one user (`sendUserCustomEvent`): to every connection
+    /// of the user on every node, and to no one else (admin subscribers do not see it).
+    Custom {
+        /// The user.
+        user_id: String,
+        /// The event as the back end sent it, `created_at` stamped by the gateway.
+        event: Map<String, Value>,
+    },
+    /// The user was banned (`user.banned`): told to its connections unless the ban is a
+    /// shadow ban, and to admin subscribers.
+    Banned {
+        /// The user, its ban set.
+        user: User,
+        /// The ban.
+        ban: crate::model::moderation::Ban,
+    },
+    /// The user's ban was lifted (`user.unbanned`): told as its ban was.
+    Unbanned {
+        /// The user.
+        user: User,
+        /// The lifted ban was a shadow ban.
+        shadow: bool,
+    },
+    /// A change to the user's own lists, for its own connections only, carrying its `me`
+    /// (`notification.mutes_updated`).
+    OwnUserChanged {
+        /// The user.
+        user_id: String,
+        /// The event type.
+        event_type: String,
+        /// The user's `me` after the change.
+        me: Map<String, Value>,
+    },
 }
 
 impl UserEvent {
+    /// Whether the event is for one user's own connections only: admin subscribers do not
+    /// receive it.
+    pub fn is_private(&self) -> bool {
+        matches!(self, Self::Custom { .. } | Self::OwnUserChanged { .. })
+    }
+
     /// The event as another node reads it back ([`Self::decode`]).
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("events encode")
@@ -91,8 +130,8 @@ impl UserEvent {
         serde_json::from_str(text)
     }
 
-    /// The `user.*` frame this event is on the wire, for clients and admin subscribers;
-    /// `None` for events no client frame describes.
+    /// The frame this event is on the wire, for clients and admin subscribers; `None` for
+    /// events no client frame describes.
     pub fn frame(&self) -> Option<Arc<str>> {
         let created_by = |by: &Option<User>| json!({"created_by": by.as_ref().map(|u| Value::Object(u.to_wire(false)))});
         Some(match self {
@@ -129,6 +168,32 @@ impl UserEvent {
                 online,
                 last_active,
             } => events::presence_event(user_id, *online, *last_active),
+            Self::Custom { event, .. } => Value::Object(event.clone()).to_string().into(),
+            Self::Banned { user, ban } => {
+                let mut extra = json!({"shadow": ban.shadow});
+                if let Some(r) = &ban.reason {
+                    extra["reason"] = json!(r);
+                }
+                if let Some(e) = ban.expires {
+                    extra["expiration"] = json!(e.to_wire());
+                }
+                if let Some(by) = &ban.banned_by_id {
+                    extra["created_by"] = json!({ "id": by });
+                }
+                events::user_event("user.banned", user.to_wire(false), Some(extra))
+            }
+            Self::Unbanned { user, shadow } => events::user_event(
+                "user.unbanned",
+                user.to_wire(false),
+                Some(json!({ "shadow": shadow })),
+            ),
+            Self::OwnUserChanged { event_type, me, .. } => json!({
+                "type": event_type,
+                "me": me,
+                "created_at": Timestamp::now().to_wire(),
+            })
+            .to_string()
+            .into(),
             Self::TokensRevoked { .. } | Self::GuestTakenOver { .. } | Self::AppSettingsChanged => {
                 return None
             }
@@ -262,6 +327,13 @@ mod tests {
                 before: Timestamp::now(),
             },
             UserEvent::AppSettingsChanged,
+            UserEvent::Custom {
+                user_id: "bob".into(),
+                event: json!({"type": "friendship_request", "n": [1, {"a": null}]})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
         ];
         for e in events {
             let back = UserEvent::decode(&e.encode()).unwrap();

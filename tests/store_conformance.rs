@@ -11,6 +11,7 @@ mod pg;
 
 use std::future::Future;
 
+use chat_gateway::model::moderation::{Ban, Block, Mute};
 use chat_gateway::model::query::UserQuery;
 use chat_gateway::model::user::User;
 use chat_gateway::protocol::Timestamp;
@@ -161,11 +162,55 @@ async fn users_roundtrip<S: Store>(store: &S) {
         .insert("nested".into(), json!({"a": [1, "two", null]}));
     u.revoke_tokens_issued_before = Timestamp::parse("2024-01-01T00:00:00Z");
     u.invisible = true;
+    let at = Timestamp::parse("2024-02-01T10:00:00.123456Z").unwrap();
+    u.mutes = vec![
+        Mute {
+            target_id: "bore".into(),
+            created_at: at,
+            updated_at: at,
+            expires: None,
+        },
+        Mute {
+            target_id: "noisy".into(),
+            created_at: at,
+            updated_at: at,
+            expires: Timestamp::parse("2024-02-01T11:00:00Z"),
+        },
+    ];
+    u.blocks = vec![Block {
+        blocked_user_id: "troll".into(),
+        created_at: at,
+    }];
     store
         .apply_user_batch(vec![create(u.clone())])
         .await
         .unwrap();
     assert_eq!(stored(store, "rich").await.user, u);
+    // Mutes and blocks change with a versioned write like any other field, and go with the
+    // user on a hard delete.
+    let mut next = u.clone();
+    next.mutes.remove(0);
+    next.blocks.clear();
+    let version = stored(store, "rich").await.version;
+    store
+        .apply_user_batch(vec![put(
+            next.clone(),
+            Expect::Version(version),
+            Vec::new(),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(stored(store, "rich").await.user, next);
+    let version = stored(store, "rich").await.version;
+    store
+        .apply_user_batch(vec![UserChange::Erase {
+            id: "rich".into(),
+            expect: Expect::Version(version),
+            deleted_at: Timestamp::now(),
+        }])
+        .await
+        .unwrap();
+    assert!(store.get_user("rich").await.unwrap().is_none());
 }
 
 /// A hard delete leaves only a tombstone, and no create of that id ever succeeds again;
@@ -982,7 +1027,15 @@ async fn queries_agree_with_a_full_scan<S: Store>(store: &S) {
                 .map(|t| (*t).to_owned())
                 .collect();
             u.role = pick(&mut rng, &ROLES).to_owned();
-            u.banned = rng.random_bool(0.1);
+            if rng.random_bool(0.1) {
+                u.ban = Some(Ban {
+                    created_at: Timestamp::now(),
+                    expires: None,
+                    reason: None,
+                    shadow: rng.random_bool(0.3),
+                    banned_by_id: None,
+                });
+            }
             u.updated_at =
                 Timestamp(u.created_at.0 + time::Duration::seconds(rng.random_range(0..9)));
             if rng.random_bool(0.3) {

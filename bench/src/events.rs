@@ -1,5 +1,6 @@
-//! Event latency: from an admin write to what the user's socket sees — `user.updated` after
-//! `PATCH /users`, and the close after `POST /users/{id}/deactivate`.
+//! Event latency: from an admin call to what the user's socket sees — `user.updated` after
+//! `PATCH /users`, a custom event after `POST /users/{id}/event`, and the close after
+//! `POST /users/{id}/deactivate`.
 //!
 //! Writes go one at a time, so each figure is the unloaded path through the gateway while
 //! whatever other connections the caller opened stay idle.
@@ -37,6 +38,9 @@ pub struct EventArgs {
     /// Partial updates to time.
     #[arg(long, default_value_t = 500)]
     pub updates: usize,
+    /// Custom user events to time (round robin over the same users as the updates).
+    #[arg(long, default_value_t = 500)]
+    pub custom_events: usize,
     /// Deactivations to time (each uses up one extra connected user).
     #[arg(long, default_value_t = 100)]
     pub deactivations: usize,
@@ -59,6 +63,15 @@ pub struct EventReport {
     pub update_http: LatencySummary,
     /// Updates whose event never came (within the timeout) or whose request failed.
     pub update_missed: usize,
+    /// `POST /users/{id}/event` sent → the custom event received on the user's socket.
+    #[serde(default)]
+    pub custom_event: LatencySummary,
+    /// `POST /users/{id}/event` sent → HTTP response received.
+    #[serde(default)]
+    pub custom_http: LatencySummary,
+    /// Custom events that never came (within the timeout) or whose request failed.
+    #[serde(default)]
+    pub custom_missed: usize,
     /// `POST /users/{id}/deactivate` sent → the user's socket closed.
     pub deactivate_close: LatencySummary,
     /// `POST /users/{id}/deactivate` sent → HTTP response received.
@@ -73,9 +86,13 @@ pub struct EventReport {
     pub first_error: Option<String>,
 }
 
+/// The type of the custom events sent.
+const CUSTOM_TYPE: &str = "bench_custom";
+
 /// What a watched socket saw, stamped when it arrived.
 enum Seen {
     Updated { n: Option<i64> },
+    Custom { n: Option<i64> },
     Deactivated,
     Closed,
 }
@@ -104,6 +121,9 @@ async fn watch_user(
                             n: value.pointer("/user/n").and_then(Value::as_i64),
                         },
                         Some("user.deactivated") => Seen::Deactivated,
+                        Some(CUSTOM_TYPE) => Seen::Custom {
+                            n: value.get("n").and_then(Value::as_i64),
+                        },
                         _ => continue,
                     };
                     let _ = seen_tx.send((index, seen, now));
@@ -211,6 +231,46 @@ pub async fn run_events(args: &EventArgs) -> EventReport {
     }
     report.update_event = LatencySummary::from_micros(&mut event_us);
     report.update_http = LatencySummary::from_micros(&mut http_us);
+
+    let (mut event_us, mut http_us) = (Vec::new(), Vec::new());
+    for j in 0..args.custom_events {
+        let index = j % update_ids.len().max(1);
+        if update_ids.is_empty() || !connected[index] {
+            report.custom_missed += 1;
+            continue;
+        }
+        let body = json!({"event": {"type": CUSTOM_TYPE, "n": j}});
+        let request = http
+            .post(format!(
+                "{base}/users/{}/event?api_key={}",
+                update_ids[index], args.api_key
+            ))
+            .json(&body);
+        let t0 = Instant::now();
+        if let Err(e) = send(request).await {
+            report.custom_missed += 1;
+            report.first_error.get_or_insert(e);
+            continue;
+        }
+        http_us.push(micros(t0.elapsed()));
+        let deadline = tokio::time::Instant::from_std(t0 + timeout);
+        let found = loop {
+            match tokio::time::timeout_at(deadline, seen_rx.recv()).await {
+                Ok(Some((i, Seen::Custom { n: Some(n) }, at))) if i == index && n == j as i64 => {
+                    break Some(at)
+                }
+                Ok(Some((i, Seen::Closed, _))) => connected[i] = false,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break None,
+            }
+        };
+        match found {
+            Some(at) => event_us.push(micros(at.duration_since(t0))),
+            None => report.custom_missed += 1,
+        }
+    }
+    report.custom_event = LatencySummary::from_micros(&mut event_us);
+    report.custom_http = LatencySummary::from_micros(&mut http_us);
 
     let (mut close_us, mut http_us) = (Vec::new(), Vec::new());
     for (d, id) in deactivate_ids.iter().enumerate() {

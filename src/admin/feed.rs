@@ -1,5 +1,5 @@
-//! The admin feed: a bus subscriber that hands every event with a frame to the admin
-//! WebSocket subscribers, each reading at its own pace from a bounded broadcast.
+//! The admin feed: a bus subscriber that hands every event with a frame (but a user's
+//! private ones) to the admin WebSocket subscribers, each reading at its own pace from a bounded broadcast.
 
 use std::sync::Arc;
 
@@ -26,7 +26,10 @@ impl AdminFeed {
 }
 
 impl EventSink for AdminFeed {
-    fn deliver(&self, _event: &UserEvent, frame: Option<&Arc<str>>) {
+    fn deliver(&self, event: &UserEvent, frame: Option<&Arc<str>>) {
+        if event.is_private() {
+            return;
+        }
         if let Some(frame) = frame {
             // No subscriber is not an error.
             let _ = self.tx.send(frame.clone());

@@ -6,9 +6,13 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::model::ban_query::BannedQuery;
+use crate::model::user::validate_id;
 use crate::protocol::ApiError;
+use crate::users::access::{authorize, Action};
 use crate::users::requests::{
-    CreateGuest, DeleteUsers, LifecycleOptions, PartialUpdate, UpsertUsers, UserIds, MAX_EXPORT,
+    BanUser, BlockUser, CreateGuest, CustomEvent, DeleteUsers, LifecycleOptions, MuteUsers,
+    PartialUpdate, UnbanUser, UnmuteUsers, UpsertUsers, UserIds, MAX_EXPORT,
 };
 use crate::users::service::MAX_BATCH;
 use crate::users::{Caller, UsersService};
@@ -27,6 +31,14 @@ pub struct OpRequest {
 }
 
 impl OpRequest {
+    /// The user id of the path (or the frame's `params.id`) only.
+    fn path_id(&self) -> Result<&str, ApiError> {
+        self.id
+            .as_deref()
+            .or_else(|| self.params.get("id").map(String::as_str))
+            .ok_or_else(|| ApiError::input("id is a required parameter"))
+    }
+
     fn id(&self) -> Result<&str, ApiError> {
         self.id
             .as_deref()
@@ -70,6 +82,29 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("getApp", "GetApp"),
     ("updateApp", "UpdateApp"),
     ("createGuest", "CreateGuest"),
+    ("sendUserCustomEvent", "SendUserCustomEvent"),
+    ("muteUser", "MuteUser"),
+    ("unmuteUser", "UnmuteUser"),
+    ("blockUser", "BlockUser"),
+    ("unblockUser", "UnblockUser"),
+    ("getBlockedUsers", "GetBlockedUsers"),
+    ("banUser", "BanUser"),
+    ("unbanUser", "UnbanUser"),
+    ("queryBannedUsers", "QueryBannedUsers"),
+];
+
+/// The operations the public listener also serves, run for the client that calls them (the
+/// users service decides what a client may do: for itself only, or nothing).
+pub const CLIENT_OPERATIONS: &[&str] = &[
+    "sendUserCustomEvent",
+    "muteUser",
+    "unmuteUser",
+    "blockUser",
+    "unblockUser",
+    "getBlockedUsers",
+    "banUser",
+    "unbanUser",
+    "queryBannedUsers",
 ];
 
 /// The name Stream's error messages give an operation.
@@ -93,14 +128,35 @@ pub async fn dispatch(
     op: &str,
     req: OpRequest,
 ) -> Result<Map<String, Value>, ApiError> {
-    let result = run(svc, op, req).await;
+    dispatch_as(svc, &Caller::Server, op, req).await
+}
+
+/// Runs one operation for `caller`; a caller other than the server may run only the
+/// [`CLIENT_OPERATIONS`]. Its errors name the operation.
+pub async fn dispatch_as(
+    svc: &UsersService,
+    caller: &Caller,
+    op: &str,
+    req: OpRequest,
+) -> Result<Map<String, Value>, ApiError> {
+    let result = if *caller == Caller::Server || CLIENT_OPERATIONS.contains(&op) {
+        run(svc, caller, op, req).await
+    } else {
+        Err(ApiError::input(format!("unknown operation {op}")))
+    };
     match operation_name(op) {
         Some(name) => result.map_err(|e| e.in_operation(name)),
         None => result,
     }
 }
 
-async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String, Value>, ApiError> {
+async fn run(
+    svc: &UsersService,
+    caller: &Caller,
+    op: &str,
+    req: OpRequest,
+) -> Result<Map<String, Value>, ApiError> {
+    // Operations outside CLIENT_OPERATIONS reach here only for the server.
     let server = Caller::Server;
     let out = match op {
         "upsertUsers" => {
@@ -180,6 +236,85 @@ async fn run(svc: &UsersService, op: &str, req: OpRequest) -> Result<Map<String,
         "createGuest" => {
             let (user, token) = svc.create_guest(&CreateGuest::parse(&req.body)?).await?;
             json!({ "access_token": token, "user": svc.wire(&user).await })
+        }
+        "sendUserCustomEvent" => {
+            authorize(caller, Action::SendCustomEvent, None)?;
+            let event = CustomEvent::parse(&req.body)?;
+            svc.send_user_custom_event(caller, req.path_id()?, &event)
+                .await?;
+            json!({})
+        }
+        "muteUser" => {
+            authorize(caller, Action::MuteUser, None)?;
+            let muted = svc
+                .mute_users(caller, &MuteUsers::parse(&req.body)?)
+                .await?;
+            let mut out = json!({"mutes": muted.mutes, "own_user": muted.me});
+            if let Some(first) = muted.mutes.first() {
+                out["mute"] = first.clone();
+            }
+            out
+        }
+        "unmuteUser" => {
+            authorize(caller, Action::MuteUser, None)?;
+            svc.unmute_users(caller, &UnmuteUsers::parse(&req.body)?)
+                .await?;
+            json!({})
+        }
+        "blockUser" => {
+            authorize(caller, Action::BlockUser, None)?;
+            let req = BlockUser::parse(&req.body)?;
+            let block = svc.block_user(caller, &req).await?;
+            let by = req.user_id.clone().or_else(|| match caller {
+                Caller::User(me) => Some(me.clone()),
+                _ => None,
+            });
+            json!({
+                "blocked_by_user_id": by,
+                "blocked_user_id": block.blocked_user_id,
+                "blocked_at": block.created_at.to_wire(),
+            })
+        }
+        "unblockUser" => {
+            authorize(caller, Action::BlockUser, None)?;
+            svc.unblock_user(caller, &BlockUser::parse(&req.body)?)
+                .await?;
+            json!({})
+        }
+        "getBlockedUsers" => {
+            authorize(caller, Action::BlockUser, None)?;
+            let user_id = req
+                .params
+                .get("user_id")
+                .map(String::as_str)
+                .or_else(|| req.body.get("user_id").and_then(Value::as_str));
+            if let Some(id) = user_id {
+                validate_id(id)?;
+            }
+            json!({ "blocks": svc.blocked_users(caller, user_id).await? })
+        }
+        "banUser" => {
+            svc.ban_user(caller, &BanUser::parse(&req.body)?).await?;
+            json!({})
+        }
+        "unbanUser" => {
+            // The SDKs send these in the query string; a frame or a body may carry them too.
+            let mut fields = object(req.body.clone());
+            for (k, v) in &req.params {
+                fields.entry(k.clone()).or_insert(Value::String(v.clone()));
+            }
+            svc.unban_user(caller, &UnbanUser::parse(&Value::Object(fields))?)
+                .await?;
+            json!({})
+        }
+        "queryBannedUsers" => {
+            let payload = match req.params.get("payload") {
+                Some(p) => serde_json::from_str(p)
+                    .map_err(|e| ApiError::input(format!("payload is not valid JSON: {e}")))?,
+                None => req.body.clone(),
+            };
+            let query = BannedQuery::parse(&payload)?;
+            json!({ "bans": svc.query_banned_users(caller, &query).await? })
         }
         other => return Err(ApiError::input(format!("unknown operation {other}"))),
     };

@@ -142,6 +142,19 @@ pub fn router(state: AdminState) -> Router {
         .route("/users/{id}/deactivate", post(op!("deactivateUser", id)))
         .route("/users/{id}/reactivate", post(op!("reactivateUser", id)))
         .route("/users/{id}/export", get(op!("exportUser", id)))
+        .route("/users/{id}/event", post(op!("sendUserCustomEvent", id)))
+        .route("/moderation/mute", post(op!("muteUser")))
+        .route("/moderation/unmute", post(op!("unmuteUser")))
+        .route(
+            "/users/block",
+            post(op!("blockUser")).get(op!("getBlockedUsers")),
+        )
+        .route("/users/unblock", post(op!("unblockUser")))
+        .route(
+            "/moderation/ban",
+            post(op!("banUser")).delete(op!("unbanUser")),
+        )
+        .route("/query_banned_users", get(op!("queryBannedUsers")))
         .route("/export/users", post(op!("exportUsers")))
         .route("/tasks/{id}", get(op!("getTask", id)))
         .route("/app", get(op!("getApp")).patch(op!("updateApp")))

@@ -1,8 +1,8 @@
 //! The event bus of a cluster node: events of writes are encoded for the store to record in
 //! the write's transaction and handed to this node's subscribers once committed; events no
-//! write carries (presence changes) go to this node's subscribers at once and to the outbox
-//! through a queue, a transaction per burst (each `NOTIFY` takes a database-wide lock at
-//! commit, so fewer is faster).
+//! write carries (presence changes, custom user events) go to this node's subscribers at once
+//! and to the outbox through a queue, a transaction per burst (each `NOTIFY` takes a
+//! database-wide lock at commit, so fewer is faster).
 
 use std::sync::{Arc, Weak};
 
@@ -12,7 +12,7 @@ use super::{Node, OUTBOX_KEEP};
 use crate::events::{EventBus, EventSink, LocalBus, UserEvent};
 use crate::store::postgres::outbox;
 
-/// Published events waiting for the outbox; past this, presence changes are dropped for
+/// Published events waiting for the outbox; past this, they are dropped for
 /// other nodes (with a warning) rather than held without bound while the database is away.
 const QUEUE: usize = 10_000;
 /// Most events in one outbox transaction of the queue.
@@ -39,7 +39,7 @@ impl EventBus for ClusterBus {
         self.local.deliver(&event);
         if self.queue.try_send(event).is_err() {
             metrics::counter!("cluster_events_dropped").increment(1);
-            tracing::warn!("event queue full: a presence change is not sent to other nodes");
+            tracing::warn!("event queue full: an event is not sent to other nodes");
         }
     }
 
@@ -77,7 +77,7 @@ async fn write_published(node: Weak<Node>, mut rx: mpsc::Receiver<UserEvent>) {
             .await;
         if let Err(e) = recorded {
             metrics::counter!("cluster_events_dropped").increment(burst.len() as u64);
-            tracing::warn!(error = %e, events = burst.len(), "presence changes not sent to other nodes");
+            tracing::warn!(error = %e, events = burst.len(), "events not sent to other nodes");
         }
     }
 }

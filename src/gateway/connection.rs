@@ -285,7 +285,15 @@ async fn start(
     } = connected;
     let anonymous = who.anonymous();
     let now = Timestamp::now();
-    let mut me = user.to_me(true);
+    // The muted users in `me.mutes` are read now; a read that fails leaves them out rather
+    // than refusing the connection.
+    let mut me = match state.svc.own_user(&user, true).await {
+        Ok(me) => me,
+        Err(e) => {
+            tracing::warn!(error = %e.detail, "me sent without its mutes");
+            user.to_me(true)
+        }
+    };
     me.insert("last_active".into(), Value::String(now.to_wire()));
     let first_frame = health_check(&conn_id, Some(me));
     if first_frame.len() > state.limits.max_connect_frame {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::config::{Config, Cors};
-use crate::http;
+use crate::http::{self, JsonBody, PathId};
 use crate::hub::{CloseOrder, Hub, CLOSE_GOING_AWAY};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::ratelimit::middleware::{rate_limit, ListenerLimits};
@@ -249,6 +249,27 @@ fn cors_layer(cors: &Cors) -> CorsLayer {
         .max_age(Duration::from_secs(86400))
 }
 
+/// A route to an operation of the dispatch table, run for the calling client.
+macro_rules! client_op {
+    ($op:literal) => {
+        |State(s): State<GatewayState>,
+         uri: Uri,
+         headers: HeaderMap,
+         JsonBody(body): JsonBody| async move {
+            rest::client_op(&s, $op, None, &uri, &headers, body).await
+        }
+    };
+    ($op:literal, id) => {
+        |State(s): State<GatewayState>,
+         PathId(id): PathId,
+         uri: Uri,
+         headers: HeaderMap,
+         JsonBody(body): JsonBody| async move {
+            rest::client_op(&s, $op, Some(id), &uri, &headers, body).await
+        }
+    };
+}
+
 /// The public router.
 pub fn router(state: GatewayState, limits: ListenerLimits, cors: &Cors) -> Router {
     Router::new()
@@ -261,6 +282,22 @@ pub fn router(state: GatewayState, limits: ListenerLimits, cors: &Cors) -> Route
                 .post(rest::upsert_users)
                 .patch(rest::partial_update_users),
         )
+        .route(
+            "/users/{id}/event",
+            post(client_op!("sendUserCustomEvent", id)),
+        )
+        .route("/moderation/mute", post(client_op!("muteUser")))
+        .route("/moderation/unmute", post(client_op!("unmuteUser")))
+        .route(
+            "/users/block",
+            post(client_op!("blockUser")).get(client_op!("getBlockedUsers")),
+        )
+        .route("/users/unblock", post(client_op!("unblockUser")))
+        .route(
+            "/moderation/ban",
+            post(client_op!("banUser")).delete(client_op!("unbanUser")),
+        )
+        .route("/query_banned_users", get(client_op!("queryBannedUsers")))
         .fallback(|| async { ApiError::new(ErrorCode::DoesNotExist, "no such route") })
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(http::observe))

@@ -1,4 +1,5 @@
-//! Client-side REST on the public listener: guests, the caller's own user, and queries.
+//! Client-side REST on the public listener: guests, the caller's own user, queries, and the
+//! server-side-only routes a client may call by mistake (refused in Stream's envelope).
 //! Anonymous callers may only query.
 
 use std::collections::HashMap;
@@ -11,11 +12,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::GatewayState;
+use crate::admin::ops::{dispatch_as, OpRequest};
 use crate::auth::{Identity, TokenClaims};
 use crate::http::{self, Credentials, JsonBody};
 use crate::protocol::{ApiError, ErrorCode};
+use crate::users::access::{authorize, Action};
 use crate::users::requests::{CreateGuest, PartialUpdate, UpsertUsers};
-use crate::users::writes::authorize_write;
 use crate::users::{Caller, UsersService};
 
 /// Authenticates a client request: api key, then a user token (`jwt`) or nobody
@@ -121,13 +123,13 @@ async fn write_own(
             // Who may write at all is decided before the body is read: an anonymous client
             // is refused (17) whatever it sent.
             OwnWrite::Upsert => async {
-                authorize_write(&who, None)?;
+                authorize(&who, Action::UpdateUser, None)?;
                 svc.upsert_users(&UpsertUsers::parse(&body)?, &who).await
             }
             .await
             .map_err(|e| e.in_operation("UpdateUsers"))?,
             OwnWrite::Partial => async {
-                authorize_write(&who, None)?;
+                authorize(&who, Action::UpdateUser, None)?;
                 let update = PartialUpdate::parse(&body, &who)?;
                 svc.partial_update_users(&update, &who).await
             }
@@ -160,6 +162,39 @@ pub async fn partial_update_users(
     JsonBody(body): JsonBody,
 ) -> Response {
     write_own(state, uri, headers, body, OwnWrite::Partial).await
+}
+
+/// An operation of the dispatch table the public listener serves
+/// ([`CLIENT_OPERATIONS`](crate::admin::ops::CLIENT_OPERATIONS)), run for the calling client:
+/// the users service decides what it may do (mute and block for itself, never send custom
+/// events).
+pub async fn client_op(
+    state: &GatewayState,
+    op: &str,
+    id: Option<String>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Value,
+) -> Response {
+    let started = Instant::now();
+    let query = http::query_map(uri.query());
+    let result = async {
+        let who = caller(&state.svc, &query, headers).await.map_err(|e| {
+            match crate::admin::ops::operation_name(op) {
+                Some(name) => e.in_operation(name),
+                None => e,
+            }
+        })?;
+        let req = OpRequest {
+            id,
+            params: query.clone(),
+            body,
+            base_url: String::new(),
+        };
+        dispatch_as(&state.svc, &who, op, req).await
+    }
+    .await;
+    respond(result, started)
 }
 
 /// `GET /users?payload=`: a query; with `presence: true` and the caller's `connection_id`,

@@ -337,6 +337,19 @@ impl EventSink for Hub {
                 self.revoke(user_id.as_deref(), *before)
             }
             (UserEvent::GuestTakenOver { user_id }, _) => self.end_guest_sessions(user_id),
+            // A ban or its end, to the user's own connections; a shadow ban to none.
+            (UserEvent::Banned { user, ban }, Some(frame)) if !ban.shadow => {
+                self.send_to_user(&user.id, frame)
+            }
+            (UserEvent::Unbanned { user, shadow }, Some(frame)) if !shadow => {
+                self.send_to_user(&user.id, frame)
+            }
+            // A back end's custom event, a change to the user's own lists: the user's own
+            // connections, no one else.
+            (UserEvent::Custom { user_id, .. }, Some(frame))
+            | (UserEvent::OwnUserChanged { user_id, .. }, Some(frame)) => {
+                self.send_to_user(user_id, frame)
+            }
             _ => {}
         }
     }

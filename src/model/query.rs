@@ -256,7 +256,12 @@ impl UserQuery {
             return None;
         }
         let online = self.online.is_online(&user.id) && !(self.invisible_offline && user.invisible);
-        let wire = user.to_wire(online);
+        let mut wire = user.to_wire(online);
+        // Filterable by the back end; clients may not name it (`HIDDEN_FIELDS`).
+        wire.insert(
+            "shadow_banned".into(),
+            Value::Bool(user.shadow_banned_at(crate::protocol::Timestamp::now())),
+        );
         if !self.filter.matches(&wire) {
             return None;
         }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::model::bounds::{self, MAX_ROLE_BYTES, MAX_TEAMS, MAX_TEAM_BYTES};
+use crate::model::moderation::{Ban, Block, Mute};
 use crate::protocol::{ApiError, Timestamp};
 
 pub use crate::model::bounds::{check_custom_size, MAX_CUSTOM_BYTES};
@@ -92,9 +93,10 @@ pub struct User {
     /// Last connect or last disconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_active: Option<Timestamp>,
-    /// Banned flag (never set by this gateway, kept for the wire).
-    #[serde(default)]
-    pub banned: bool,
+    /// The user's ban, expired or not (the wire's `banned`, `shadow_banned`, `ban_expires`
+    /// say whether it holds). Records from before bans hold a `banned: false` that is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<Ban>,
     /// Set while deactivated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deactivated_at: Option<Timestamp>,
@@ -107,6 +109,13 @@ pub struct User {
     /// Everything else, stored as given.
     #[serde(default)]
     pub custom: Map<String, Value>,
+    /// Users this user muted, in the order muted (`me.mutes`). Absent from records written
+    /// before mutes existed, which read back with none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutes: Vec<Mute>,
+    /// Users this user blocked, in the order blocked (`blocked_user_ids`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<Block>,
 }
 
 impl User {
@@ -126,11 +135,13 @@ impl User {
             created_at: now,
             updated_at: now,
             last_active: None,
-            banned: false,
+            ban: None,
             deactivated_at: None,
             deleted_at: None,
             revoke_tokens_issued_before: None,
             custom: Map::new(),
+            mutes: Vec::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -154,7 +165,11 @@ impl User {
         if let Some(t) = self.last_active {
             m.insert("last_active".into(), ts(t));
         }
-        m.insert("banned".into(), Value::Bool(self.banned));
+        let ban = self.open_ban_at(Timestamp::now());
+        m.insert("banned".into(), Value::Bool(ban.is_some()));
+        if let Some(t) = ban.and_then(|b| b.expires) {
+            m.insert("ban_expires".into(), ts(t));
+        }
         m.insert("online".into(), Value::Bool(online));
         if let Some(t) = self.deactivated_at {
             m.insert("deactivated_at".into(), ts(t));
@@ -170,11 +185,17 @@ impl User {
 
     /// The `me` object of a connection's first frame: the wire form plus the per-user lists
     /// and counters the SDK expects (always present, arrays where it calls `.length`).
+    /// `mutes` is left empty: its entries carry the muted users, which the users service
+    /// reads and fills in.
     pub fn to_me(&self, online: bool) -> Map<String, Value> {
         let mut m = self.to_wire(online);
-        for key in ["devices", "mutes", "channel_mutes", "blocked_user_ids"] {
+        for key in ["devices", "mutes", "channel_mutes"] {
             m.insert(key.into(), Value::Array(Vec::new()));
         }
+        m.insert(
+            "blocked_user_ids".into(),
+            serde_json::json!(self.blocked_ids()),
+        );
         for key in [
             "unread_count",
             "total_unread_count",
@@ -184,6 +205,31 @@ impl User {
             m.insert(key.into(), Value::from(0));
         }
         m
+    }
+
+    /// The open (not shadow) ban that holds at `now`: the wire's `banned`.
+    pub fn open_ban_at(&self, now: Timestamp) -> Option<&Ban> {
+        self.ban.as_ref().filter(|b| !b.shadow && b.active_at(now))
+    }
+
+    /// Whether a shadow ban holds at `now`: `shadow_banned`, for the back end only.
+    pub fn shadow_banned_at(&self, now: Timestamp) -> bool {
+        self.ban
+            .as_ref()
+            .is_some_and(|b| b.shadow && b.active_at(now))
+    }
+
+    /// Ids of the users this user blocked, in the order blocked.
+    pub fn blocked_ids(&self) -> Vec<&str> {
+        self.blocks
+            .iter()
+            .map(|b| b.blocked_user_id.as_str())
+            .collect()
+    }
+
+    /// The mutes that hold at `now`.
+    pub fn active_mutes(&self, now: Timestamp) -> impl Iterator<Item = &Mute> {
+        self.mutes.iter().filter(move |m| m.active_at(now))
     }
 
     /// The id, built-ins and custom fields as one flat object — what a partial update edits.
@@ -524,6 +570,19 @@ mod tests {
             let err = SettableFields::parse(bad.as_object().unwrap()).unwrap_err();
             assert_eq!(err.code, ErrorCode::InputError, "{key}");
         }
+    }
+
+    /// Records written before mutes and blocks existed read back with none, and a user
+    /// without any writes none (so such records stay byte-for-byte what they were).
+    #[test]
+    fn records_without_mutes_or_blocks_read_back() {
+        let old = json!({"id": "a", "role": "user", "created_at": "2024-01-01T00:00:00Z",
+                         "updated_at": "2024-01-01T00:00:00Z", "custom": {"k": 1}});
+        let u: User = serde_json::from_value(old).unwrap();
+        assert!(u.mutes.is_empty() && u.blocks.is_empty());
+        let written = serde_json::to_value(&u).unwrap();
+        assert!(written.get("mutes").is_none() && written.get("blocks").is_none());
+        assert_eq!(u.to_me(false)["blocked_user_ids"], json!([]));
     }
 
     #[test]

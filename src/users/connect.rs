@@ -277,7 +277,10 @@ fn merge_details(
         let Some(given) = details.get(*key) else {
             continue;
         };
-        if matches!(*key, "online" | "last_active" | "updated_at" | "created_at") {
+        if matches!(
+            *key,
+            "online" | "last_active" | "updated_at" | "created_at" | "mutes"
+        ) {
             // Echoes of a previous `me`; the gateway owns them and ignores the echo.
             continue;
         }

@@ -39,6 +39,8 @@ impl UsersService {
                     user.name = None;
                     user.image = None;
                     user.custom = Map::new();
+                    user.mutes.clear();
+                    user.blocks.clear();
                 }
                 let change = UserChange::Put {
                     user: user.clone(),
@@ -353,7 +355,7 @@ impl UsersService {
     pub async fn export_user(&self, id: &str) -> Result<Value, ApiError> {
         validate_id(id)?;
         let stored = self.load(id).await?.ok_or_else(|| missing(id))?;
-        Ok(json!({"user": self.wire(&stored.user).await, "messages": [], "reactions": []}))
+        Ok(self.export_item(&stored.user).await)
     }
 
     /// `POST /export/users`: exports up to 25 users; the task result holds a URL, built by
@@ -367,9 +369,7 @@ impl UsersService {
         let mut users = Vec::new();
         for id in ids {
             if let Some(s) = self.load(id).await? {
-                users.push(
-                    json!({"user": self.wire(&s.user).await, "messages": [], "reactions": []}),
-                );
+                users.push(self.export_item(&s.user).await);
             }
         }
         let export_id = uuid::Uuid::new_v4().to_string();
@@ -381,6 +381,19 @@ impl UsersService {
         let mut result = Map::new();
         result.insert("url".into(), Value::String(url_of(&export_id)));
         self.completed_task(result).await
+    }
+
+    /// One user's part of an export: the user, what it holds against others (its mutes,
+    /// expired ones too, and blocks), and the messages and reactions this gateway does not
+    /// host.
+    async fn export_item(&self, user: &User) -> Value {
+        json!({
+            "user": self.wire(user).await,
+            "mutes": user.mutes,
+            "blocks": user.blocks,
+            "messages": [],
+            "reactions": [],
+        })
     }
 
     /// An export document.

@@ -6,12 +6,19 @@
 //! user, connectUser, connection open and close), `writes` (upsert, partial update, guests),
 //! `lifecycle` (delete, deactivate, reactivate, restore, export and their batch tasks),
 //! `patch` (set/unset paths), `answer` (the size bound of a query's answer), `settings` (app
-//! settings). The user object, queries and name normalisation they work
-//! on live in `crate::model`.
+//! settings), `access` (the one authorization check: who may do what for whom),
+//! `custom_events` (a back end's custom events for one user), `mutes` and `blocks` (what a
+//! user holds against others, and its `me`), `bans`. The user object, queries and name
+//! normalisation they work on live in `crate::model`.
 
+pub mod access;
 pub mod answer;
+pub mod bans;
+pub mod blocks;
 pub mod connect;
+pub mod custom_events;
 pub mod lifecycle;
+pub mod mutes;
 pub mod patch;
 pub mod requests;
 pub mod service;

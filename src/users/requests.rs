@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::model::bounds;
+use crate::model::moderation::MAX_TIMEOUT_MINUTES;
 use crate::model::user::{user_id_of, validate_id, SettableFields};
 use crate::protocol::{ApiError, Timestamp};
 use crate::users::patch::Patch;
@@ -256,6 +257,261 @@ impl LifecycleOptions {
         Ok(Self {
             created_by_id,
             name,
+        })
+    }
+}
+
+/// `POST /users/{id}/event`: a custom event for one user, `{"event": {"type": …, …}}`.
+#[derive(Debug, Clone)]
+pub struct CustomEvent {
+    /// The event object as sent; its `type` is a non-empty string.
+    pub event: Map<String, Value>,
+}
+
+impl CustomEvent {
+    /// Decodes the `event` object of `body`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let event = body
+            .get("event")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ApiError::input("event is a required field"))?;
+        match event.get("type") {
+            Some(Value::String(t)) if !t.is_empty() => {}
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(ApiError::input("event.type is a required field"))
+            }
+            Some(_) => return Err(ApiError::input("event.type must be a string")),
+        }
+        Ok(Self {
+            event: event.clone(),
+        })
+    }
+
+    /// The event's type.
+    pub fn kind(&self) -> &str {
+        self.event.get("type").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// The user a moderation call acts for: `user_id` (or `user.id`) of the body, which a back
+/// end must give and a client may give (its own id, checked by the service).
+fn acting_user(body: &Value) -> Result<Option<String>, ApiError> {
+    let id = match opt_str(body, "user_id")? {
+        Some(id) => Some(id),
+        None => match body.get("user") {
+            Some(user @ Value::Object(_)) => opt_str(user, "id")?,
+            _ => None,
+        },
+    };
+    id.map(|id| validate_id(id).map(|()| id.to_owned()))
+        .transpose()
+}
+
+/// The targets of a mute or unmute: `target_id` and/or `target_ids`, 1 to 100 valid ids,
+/// repeats dropped.
+fn targets(body: &Value) -> Result<Vec<String>, ApiError> {
+    let mut ids: Vec<String> = Vec::new();
+    if let Some(id) = opt_str(body, "target_id")? {
+        ids.push(id.to_owned());
+    }
+    match body.get("target_ids") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for v in list {
+                let id = v
+                    .as_str()
+                    .ok_or_else(|| ApiError::input("target_ids must be strings"))?;
+                ids.push(id.to_owned());
+            }
+        }
+        Some(_) => return Err(ApiError::input("target_ids must be a list of user ids")),
+    }
+    if ids.is_empty() {
+        return Err(ApiError::input(
+            "target_id or target_ids is a required field",
+        ));
+    }
+    let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        validate_id(&id)?;
+        if !unique.contains(&id) {
+            unique.push(id);
+        }
+    }
+    if unique.len() > MAX_BATCH {
+        return Err(ApiError::input(format!(
+            "target_ids must contain at most {MAX_BATCH} items"
+        )));
+    }
+    Ok(unique)
+}
+
+/// `POST /moderation/mute`: users to mute, for whom, and for how long.
+#[derive(Debug, Clone)]
+pub struct MuteUsers {
+    /// The muting user (`user_id`); required of a back end.
+    pub user_id: Option<String>,
+    /// The users to mute.
+    pub target_ids: Vec<String>,
+    /// `timeout` in minutes (fractions allowed); `None`: until unmuted.
+    pub timeout_minutes: Option<f64>,
+}
+
+impl MuteUsers {
+    /// Decodes `target_id`/`target_ids`, `user_id` and `timeout`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let timeout_minutes = match body.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(m) if m > 0.0 && m <= MAX_TIMEOUT_MINUTES => Some(m),
+                _ => {
+                    return Err(ApiError::input(format!(
+                    "timeout must be a number of minutes above 0 and at most {MAX_TIMEOUT_MINUTES}"
+                )))
+                }
+            },
+        };
+        Ok(Self {
+            user_id: acting_user(body)?,
+            target_ids: targets(body)?,
+            timeout_minutes,
+        })
+    }
+}
+
+/// `POST /moderation/unmute`: users to unmute, for whom.
+#[derive(Debug, Clone)]
+pub struct UnmuteUsers {
+    /// The muting user (`user_id`); required of a back end.
+    pub user_id: Option<String>,
+    /// The users to unmute.
+    pub target_ids: Vec<String>,
+}
+
+impl UnmuteUsers {
+    /// Decodes `target_id`/`target_ids` and `user_id`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        Ok(Self {
+            user_id: acting_user(body)?,
+            target_ids: targets(body)?,
+        })
+    }
+}
+
+/// `POST /users/block` and `/users/unblock`: the user to block or unblock, for whom.
+#[derive(Debug, Clone)]
+pub struct BlockUser {
+    /// The blocking user (`user_id`); required of a back end.
+    pub user_id: Option<String>,
+    /// `blocked_user_id`.
+    pub blocked_user_id: String,
+}
+
+impl BlockUser {
+    /// Decodes `blocked_user_id` and `user_id`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let blocked = opt_str(body, "blocked_user_id")?
+            .ok_or_else(|| ApiError::input("blocked_user_id is a required field"))?;
+        validate_id(blocked)?;
+        Ok(Self {
+            user_id: acting_user(body)?,
+            blocked_user_id: blocked.to_owned(),
+        })
+    }
+}
+
+/// `POST /moderation/ban`: whom to ban, how, for how long.
+#[derive(Debug, Clone)]
+pub struct BanUser {
+    /// `target_user_id`.
+    pub target_user_id: String,
+    /// `timeout` in minutes (fractions allowed); `None`: until unbanned.
+    pub timeout_minutes: Option<f64>,
+    /// `reason`.
+    pub reason: Option<String>,
+    /// `shadow`: a shadow ban.
+    pub shadow: bool,
+    /// `banned_by_id` (or `user_id`): who bans, for a back end.
+    pub banned_by_id: Option<String>,
+}
+
+/// Longest ban reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `target_user_id`, required (a ban without a target: 400, code 4).
+fn ban_target(body: &Value) -> Result<String, ApiError> {
+    let target = opt_str(body, "target_user_id")?
+        .ok_or_else(|| ApiError::input("target_user_id is a required field"))?;
+    validate_id(target)?;
+    Ok(target.to_owned())
+}
+
+/// A boolean field, absent is false; `"true"`/`"false"` too (query strings).
+fn opt_bool(body: &Value, key: &str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        // Query strings: `true`, or Python's `True` as requests writes it.
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") || s == "0" || s.is_empty() => {
+            Ok(false)
+        }
+        Some(_) => Err(ApiError::input(format!("{key} must be true or false"))),
+    }
+}
+
+impl BanUser {
+    /// Decodes `target_user_id`, `timeout`, `reason`, `shadow` and `banned_by_id`.
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        let target_user_id = ban_target(body)?;
+        let timeout_minutes = match body.get("timeout") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(m) if m > 0.0 && m <= MAX_TIMEOUT_MINUTES => Some(m),
+                _ => {
+                    return Err(ApiError::input(format!(
+                    "timeout must be a number of minutes above 0 and at most {MAX_TIMEOUT_MINUTES}"
+                )))
+                }
+            },
+        };
+        let reason = opt_str(body, "reason")?.map(str::to_owned);
+        if let Some(r) = &reason {
+            bounds::check_length("reason", r.len(), MAX_REASON_BYTES)?;
+        }
+        let banned_by_id = match opt_str(body, "banned_by_id")? {
+            Some(id) => Some(id.to_owned()),
+            None => acting_user(body)?,
+        };
+        if let Some(id) = &banned_by_id {
+            validate_id(id)?;
+        }
+        Ok(Self {
+            target_user_id,
+            timeout_minutes,
+            reason,
+            shadow: opt_bool(body, "shadow")?,
+            banned_by_id,
+        })
+    }
+}
+
+/// `DELETE /moderation/ban`: whose ban to lift, and which (`shadow`).
+#[derive(Debug, Clone)]
+pub struct UnbanUser {
+    /// `target_user_id`.
+    pub target_user_id: String,
+    /// Lift a shadow ban (`removeShadowBan`) rather than an open one.
+    pub shadow: bool,
+}
+
+impl UnbanUser {
+    /// Decodes `target_user_id` and `shadow` (from the query string, as the SDKs send them,
+    /// turned into an object by the caller).
+    pub fn parse(body: &Value) -> Result<Self, ApiError> {
+        Ok(Self {
+            target_user_id: ban_target(body)?,
+            shadow: opt_bool(body, "shadow")?,
         })
     }
 }

@@ -200,9 +200,9 @@ pub(crate) fn same_teams(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
-/// Fields a client may neither filter nor sort on: they would tell who is invisible, or who
-/// was revoked and when (clients never see them on other users either).
-pub const HIDDEN_FIELDS: &[&str] = &["invisible", "revoke_tokens_issued_before"];
+/// Fields a client may neither filter nor sort on: they would tell who is invisible, who was
+/// revoked and when, or who is shadow banned (clients never see them on other users either).
+pub const HIDDEN_FIELDS: &[&str] = &["invisible", "revoke_tokens_issued_before", "shadow_banned"];
 
 /// Refuses a client's query that filters or sorts on a hidden field.
 fn refuse_hidden_fields(payload: &Value) -> Result<(), ApiError> {
@@ -432,7 +432,12 @@ impl UsersService {
         let mut out = Vec::with_capacity(users.len());
         let wire = self.wire_all(&users).await;
         for (u, mut w) in users.iter().zip(wire) {
-            if *caller != Caller::Server {
+            if *caller == Caller::Server {
+                w.insert(
+                    "shadow_banned".into(),
+                    Value::Bool(u.shadow_banned_at(crate::protocol::Timestamp::now())),
+                );
+            } else {
                 w.remove("revoke_tokens_issued_before");
                 if me != Some(u.id.as_str()) {
                     if u.invisible {

@@ -5,6 +5,7 @@ use crate::events::UserEvent;
 use crate::model::user::User;
 use crate::protocol::{ApiError, ErrorCode, Timestamp};
 use crate::store::{Expect, UserChange};
+use crate::users::access::{authorize, Action};
 use crate::users::requests::{CreateGuest, PartialUpdate, PatchEntry, UpsertEntry, UpsertUsers};
 use crate::users::service::{
     deleted, missing, name_checks, not_allowed_role, same_team_roles, same_teams, updated, Caller,
@@ -18,9 +19,9 @@ impl UsersService {
         req: &UpsertUsers,
         caller: &Caller,
     ) -> Result<Vec<User>, ApiError> {
-        authorize_write(caller, None)?;
+        authorize(caller, Action::UpdateUser, None)?;
         for entry in &req.0 {
-            authorize_write(caller, Some(&entry.id))?;
+            authorize(caller, Action::UpdateUser, Some(&entry.id))?;
         }
         let inputs = &req.0;
         self.sync_settings().await?;
@@ -109,9 +110,9 @@ impl UsersService {
         req: &PartialUpdate,
         caller: &Caller,
     ) -> Result<Vec<User>, ApiError> {
-        authorize_write(caller, None)?;
+        authorize(caller, Action::UpdateUser, None)?;
         for entry in &req.0 {
-            authorize_write(caller, Some(&entry.id))?;
+            authorize(caller, Action::UpdateUser, Some(&entry.id))?;
         }
         let patches = &req.0;
         self.sync_settings().await?;
@@ -238,23 +239,6 @@ fn write_events(
         });
     }
     events
-}
-
-/// Who may write users: the server any of them, a user only itself, an anonymous caller
-/// none. `id: None` asks whether the caller may write at all.
-pub(crate) fn authorize_write(caller: &Caller, id: Option<&str>) -> Result<(), ApiError> {
-    match (caller, id) {
-        (Caller::Server, _) => Ok(()),
-        (Caller::Anonymous, _) => Err(ApiError::new(
-            ErrorCode::NotAllowed,
-            "anonymous users are not allowed to perform this action",
-        )),
-        (Caller::User(me), Some(id)) if me != id => Err(ApiError::new(
-            ErrorCode::NotAllowed,
-            format!("User '{me}' is not allowed to update user '{id}'"),
-        )),
-        (Caller::User(_), _) => Ok(()),
-    }
 }
 
 /// Whether a write turns a guest into another role: the back end takes the id over, and the

@@ -315,8 +315,20 @@ async fn export_one_user() {
     upsert_ok(&srv, &[json!({"id": "e", "name": "E", "color": "red"})]).await;
     let body = srv.admin_ok(Method::GET, "/users/e/export", None).await;
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["user", "messages", "reactions", "duration"]);
+    assert_eq!(
+        keys,
+        [
+            "user",
+            "mutes",
+            "blocks",
+            "messages",
+            "reactions",
+            "duration"
+        ]
+    );
     assert_eq!(body["user"]["id"], "e");
+    assert_eq!(body["mutes"], json!([]));
+    assert_eq!(body["blocks"], json!([]));
     assert_eq!(body["user"]["color"], "red");
     assert_eq!(body["messages"], json!([]));
     assert_eq!(body["reactions"], json!([]));

@@ -1,6 +1,7 @@
 //! Events across nodes (issue 10, behaviour 3): a write on one node reaches the sockets of
 //! the user, of its presence watchers and of admin subscribers on every other node, and a
-//! delete, deactivate or revocation made on one node ends the user's sockets everywhere.
+//! delete, deactivate or revocation made on one node ends the user's sockets everywhere; a
+//! custom event sent through one node reaches the user's sockets on all of them.
 //!
 //! Times are printed (`--nocapture`), not asserted: the latency budget is a benchmark's
 //! business; a test only bounds how long it waits.
@@ -158,6 +159,52 @@ async fn user_updated_on_one_node_reaches_the_users_sockets_on_the_others() {
     let ev = expect_event(&mut on1, "user.updated", WAIT).await;
     assert_eq!(ev["user"]["teams"], json!(teams));
     assert_eq!(ev["user"]["blob"], blob.as_str());
+}
+
+#[tokio::test]
+async fn a_custom_event_sent_on_one_node_reaches_the_users_sockets_on_every_node() {
+    let cluster = Cluster::start(3).await;
+    let (id, other) = (uid("custom"), uid("other"));
+    upsert_ok(cluster.node(0), &[json!({"id": id}), json!({"id": other})]).await;
+    let (mut on0, _) = cluster.node(0).connect(&id).await;
+    let (mut on1, _) = cluster.node(1).connect(&id).await;
+    let (mut on2, _) = cluster.node(2).connect(&id).await;
+    let (mut bystander, _) = cluster.node(1).connect(&other).await;
+
+    let sent = Instant::now();
+    cluster
+        .node(0)
+        .admin_ok(
+            Method::POST,
+            &format!("/users/{id}/event"),
+            Some(json!({"event": {"type": "friendship_request", "n": 7}})),
+        )
+        .await;
+    for (node, sock) in [(0, &mut on0), (1, &mut on1), (2, &mut on2)] {
+        let ev = expect_event(sock, "friendship_request", WAIT).await;
+        println!(
+            "custom event sent on node 0 -> socket on node {node}: {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(ev["n"], 7);
+    }
+    // The bystander's next frame is a later event of its own, not the custom one.
+    cluster
+        .node(2)
+        .admin_ok(
+            Method::POST,
+            &format!("/users/{other}/event"),
+            Some(json!({"event": {"type": "own_event"}})),
+        )
+        .await;
+    let ev = loop {
+        match next(&mut bystander, WAIT).await {
+            Next::Frame(f) if f["type"] == "health.check" => continue,
+            Next::Frame(f) => break f,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(ev["type"], "own_event", "{ev}");
 }
 
 #[tokio::test]

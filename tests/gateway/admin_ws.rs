@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::common::{encode, TestServer};
 use crate::ws::{self, next, uid, Next, Socket};
 
-async fn admin_socket(s: &TestServer, token: &str) -> Socket {
+pub(crate) async fn admin_socket(s: &TestServer, token: &str) -> Socket {
     let url = format!(
         "{}/ws?api_key={}&authorization={}&stream-auth-type=jwt",
         s.admin_url.replacen("http", "ws", 1),
@@ -18,7 +18,7 @@ async fn admin_socket(s: &TestServer, token: &str) -> Socket {
     ws::open(&url).await
 }
 
-async fn call(sock: &mut Socket, frame: Value) -> Value {
+pub(crate) async fn call(sock: &mut Socket, frame: Value) -> Value {
     let id = frame["id"].clone();
     ws::send(sock, frame).await;
     loop {

@@ -6,8 +6,11 @@ mod common;
 use common::ws;
 
 mod admin_ws;
+mod bans;
 mod client_rest;
 mod connect;
+mod custom_events;
 mod events;
 mod liveness;
+mod moderation;
 mod rate_limits;

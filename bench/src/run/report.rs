@@ -417,6 +417,17 @@ pub fn markdown(all: &AllResults, svg_link: &str, notes: Option<&str>) -> String
                 num(e.update_http_p99_ms, 2),
                 e.update_missed
             );
+            if r.custom_events > 0 {
+                let _ = writeln!(
+                    w,
+                    "| POST /users/{{id}}/event → the custom event on the socket | {} | {} | {} / {} | {} |",
+                    num(e.custom_event_p50_ms, 2),
+                    num(e.custom_event_p99_ms, 2),
+                    num(e.custom_http_p50_ms, 2),
+                    num(e.custom_http_p99_ms, 2),
+                    e.custom_missed
+                );
+            }
             let _ = writeln!(
                 w,
                 "| POST /users/{{id}}/deactivate → socket closed | {} | {} | {} / {} | {} |",

@@ -246,6 +246,9 @@ pub struct EventsResults {
     pub updates: usize,
     /// Deactivations timed per run.
     pub deactivations: usize,
+    /// Custom events timed per run (0 in results from before custom events).
+    #[serde(default)]
+    pub custom_events: usize,
     /// Every run.
     pub runs: Vec<EventsRun>,
     /// Medians over runs.
@@ -267,6 +270,21 @@ pub struct EventsRun {
     pub update_http_p50_ms: f64,
     /// PATCH → HTTP response, 99th percentile, ms.
     pub update_http_p99_ms: f64,
+    /// custom event → on the socket, median, ms (0 in results from before custom events).
+    #[serde(default)]
+    pub custom_event_p50_ms: f64,
+    /// custom event → on the socket, 99th percentile, ms.
+    #[serde(default)]
+    pub custom_event_p99_ms: f64,
+    /// custom event → HTTP response, median, ms.
+    #[serde(default)]
+    pub custom_http_p50_ms: f64,
+    /// custom event → HTTP response, 99th percentile, ms.
+    #[serde(default)]
+    pub custom_http_p99_ms: f64,
+    /// Custom events without an arrival in time.
+    #[serde(default)]
+    pub custom_missed: usize,
     /// deactivate → socket closed, median, ms.
     pub deactivate_close_p50_ms: f64,
     /// deactivate → socket closed, 99th percentile, ms.

@@ -45,6 +45,8 @@ pub struct Sizes {
     pub events_updates: usize,
     /// Scenario 4: deactivations timed.
     pub events_deactivations: usize,
+    /// Scenario 4: custom user events timed.
+    pub events_custom: usize,
     /// Scenario 5: connections.
     pub cpu_conns: usize,
     /// Scenario 5: measurement window, s.
@@ -75,6 +77,7 @@ impl Sizes {
             events_users: 50,
             events_updates: 500,
             events_deactivations: 100,
+            events_custom: 500,
             cpu_conns: 19_000,
             cpu_window_secs: 30.0,
             cpu_health_check_secs: 5,
@@ -99,6 +102,7 @@ impl Sizes {
             events_users: 5,
             events_updates: 10,
             events_deactivations: 3,
+            events_custom: 10,
             cpu_conns: 50,
             cpu_window_secs: 2.0,
             cpu_health_check_secs: 1,
@@ -543,6 +547,7 @@ pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {
             format!("--users={}", s.events_users),
             format!("--updates={}", s.events_updates),
             format!("--deactivations={}", s.events_deactivations),
+            format!("--custom-events={}", s.events_custom),
         ];
         let report: Result<EventReport, String> = run_json(&ctx.loadgen, &args).await;
         let idle_connected = held.connected;
@@ -556,6 +561,11 @@ pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {
             update_event_p99_ms: report.update_event.p99_ms,
             update_http_p50_ms: report.update_http.p50_ms,
             update_http_p99_ms: report.update_http.p99_ms,
+            custom_event_p50_ms: report.custom_event.p50_ms,
+            custom_event_p99_ms: report.custom_event.p99_ms,
+            custom_http_p50_ms: report.custom_http.p50_ms,
+            custom_http_p99_ms: report.custom_http.p99_ms,
+            custom_missed: report.custom_missed,
             deactivate_close_p50_ms: report.deactivate_close.p50_ms,
             deactivate_close_p99_ms: report.deactivate_close.p99_ms,
             deactivate_http_p50_ms: report.deactivate_http.p50_ms,
@@ -567,9 +577,10 @@ pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {
             first_error: report.first_error,
         };
         progress(format!(
-            "events run {run}: {idle_connected} idle; update→event p50 {:.2} ms p99 {:.2} ms; deactivate→close p50 {:.2} ms p99 {:.2} ms; missed {}+{}",
-            r.update_event_p50_ms, r.update_event_p99_ms, r.deactivate_close_p50_ms,
-            r.deactivate_close_p99_ms, r.update_missed, r.deactivate_missed
+            "events run {run}: {idle_connected} idle; update→event p50 {:.2} ms p99 {:.2} ms; custom event p50 {:.2} ms p99 {:.2} ms; deactivate→close p50 {:.2} ms p99 {:.2} ms; missed {}+{}+{}",
+            r.update_event_p50_ms, r.update_event_p99_ms, r.custom_event_p50_ms,
+            r.custom_event_p99_ms, r.deactivate_close_p50_ms, r.deactivate_close_p99_ms,
+            r.update_missed, r.custom_missed, r.deactivate_missed
         ));
         runs.push(r);
     }
@@ -581,6 +592,11 @@ pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {
         update_event_p99_ms: med(|r| r.update_event_p99_ms),
         update_http_p50_ms: med(|r| r.update_http_p50_ms),
         update_http_p99_ms: med(|r| r.update_http_p99_ms),
+        custom_event_p50_ms: med(|r| r.custom_event_p50_ms),
+        custom_event_p99_ms: med(|r| r.custom_event_p99_ms),
+        custom_http_p50_ms: med(|r| r.custom_http_p50_ms),
+        custom_http_p99_ms: med(|r| r.custom_http_p99_ms),
+        custom_missed: runs.iter().map(|r| r.custom_missed).sum(),
         deactivate_close_p50_ms: med(|r| r.deactivate_close_p50_ms),
         deactivate_close_p99_ms: med(|r| r.deactivate_close_p99_ms),
         deactivate_http_p50_ms: med(|r| r.deactivate_http_p50_ms),
@@ -597,6 +613,7 @@ pub async fn event_latency(ctx: &Ctx) -> Result<EventsResults, String> {
         users: s.events_users,
         updates: s.events_updates,
         deactivations: s.events_deactivations,
+        custom_events: s.events_custom,
         runs,
         summary,
     })

@@ -7,7 +7,7 @@
 //! - timestamps — `c` `created_at`, `u` `updated_at`, `l` `last_active`, `d`
 //!   `deactivated_at`, `x` `deleted_at`: 16 bytes, nanoseconds since the epoch as an i128
 //!   with its sign bit flipped, big-endian; `last_active` at the start of its hour (schema 6).
-//! - `b` `banned`: one byte, 0 or 1.
+//! - `b` `banned`: one byte, 1 when the user's record holds an open ban (expired or not), else 0.
 //! - strings — `r` `role`, `t` each of `teams`, `n` `name`: the string with `0x00` escaped
 //!   as `0x00 0xFF`, then `0x00 0x00`. For `name` the entries are the lowercased text and each
 //!   lowercased word of it (as `$autocomplete` reads them), each cut at [`MAX_TEXT_KEY`]
@@ -191,9 +191,12 @@ pub fn entries(user: &User) -> BTreeSet<Vec<u8>> {
             keys.insert(with_id(time_prefix(tag, t), id));
         }
     }
-    if let Some(Value::Bool(b)) = wire.get("banned") {
-        keys.insert(with_id(vec![BANNED, u8::from(*b)], id));
-    }
+    // The record's ban, not the wire's `banned`: whether a ban still holds changes with
+    // time, and an entry must be the same when it is removed as when it was written. So `b1`
+    // holds every user with an open ban record, expired or not (the planner serves only
+    // `banned: true` from it), and `b0` the others.
+    let open_ban = user.ban.as_ref().is_some_and(|b| !b.shadow);
+    keys.insert(with_id(vec![BANNED, u8::from(open_ban)], id));
     for role in strings_of(wire.get("role")) {
         keys.insert(with_id(string_exact(ROLE, role), id));
     }

@@ -3,7 +3,7 @@
 //!
 //! Rules, in order:
 //! 1. The conditions an index serves yield candidate ids: `id` `$eq` / `$in` (the primary
-//!    tree), `role` `$eq` / `$in`, `teams` `$eq` / `$in` / `$contains`, `banned` `$eq`,
+//!    tree), `role` `$eq` / `$in`, `teams` `$eq` / `$in` / `$contains`, `banned: true`,
 //!    `name` `$eq` / `$autocomplete`, and `$eq` / `$gt` / `$gte` / `$lt` / `$lte` /
 //!    `$exists: true` on `created_at`, `updated_at`, `last_active`, `deactivated_at`,
 //!    `deleted_at` (with timestamp operands). Of an `$and`, the most selective served
@@ -173,7 +173,9 @@ fn lookup_of(field: &str, op: Op, value: &Value) -> Option<Lookup> {
         ("role", Op::In) => exact(indexes::ROLE, plain_strs(value)?),
         ("teams", Op::Eq | Op::Contains) => exact(indexes::TEAM, vec![plain_str(value)?]),
         ("teams", Op::In) => exact(indexes::TEAM, plain_strs(value)?),
-        ("banned", Op::Eq) => Prefixes(vec![vec![indexes::BANNED, u8::from(value.as_bool()?)]]),
+        // `b1` is every user with an open ban record, a superset of those it holds on now;
+        // an expired ban is still `b1`, so `banned: false` cannot be served.
+        ("banned", Op::Eq) if value.as_bool()? => Prefixes(vec![vec![indexes::BANNED, 1]]),
         ("name", Op::Eq) => {
             let text = text_key(plain_str(value)?);
             Prefixes(vec![string_exact(indexes::NAME, &text)])
