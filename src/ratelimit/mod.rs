@@ -178,6 +178,10 @@ impl RateLimits {
         let of = Some((platform, endpoint));
         let user_scope = match caller {
             Caller::Server | Caller::Unverified(_) => None,
+            // A user's open connections are bounded by the per-user connection limit (code
+            // 71); counting a user's connects per minute would refuse the reconnects of many
+            // tabs and devices on a flaky network, so only the app's Connect budget applies.
+            Caller::User(_) if endpoint == Endpoint::CONNECT => None,
             Caller::User(id) => Some(Scope::User(id.as_str().into())),
             // Anonymous connects and guest creations have per-address limits of their own
             // in `[limits]` (tuned for a crowd behind one NAT, a refilling guest quota).
