@@ -97,6 +97,29 @@ enum Seen {
     Closed,
 }
 
+/// Waits until connection `index` reports the event numbered `j` (its number as `number_of`
+/// reads it), noting the connections seen closed meanwhile; when it arrived, or `None` once
+/// `deadline` passes.
+async fn wait_numbered(
+    seen_rx: &mut mpsc::UnboundedReceiver<(usize, Seen, Instant)>,
+    connected: &mut [bool],
+    index: usize,
+    j: usize,
+    deadline: tokio::time::Instant,
+    number_of: fn(&Seen) -> Option<i64>,
+) -> Option<Instant> {
+    loop {
+        match tokio::time::timeout_at(deadline, seen_rx.recv()).await {
+            Ok(Some((i, seen, at))) if i == index && number_of(&seen) == Some(j as i64) => {
+                return Some(at)
+            }
+            Ok(Some((i, Seen::Closed, _))) => connected[i] = false,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
 /// Opens one connection and forwards what it sees, stamped, to `seen_tx`.
 async fn watch_user(
     target: &Target,
@@ -214,16 +237,19 @@ pub async fn run_events(args: &EventArgs) -> EventReport {
         }
         http_us.push(micros(t0.elapsed()));
         let deadline = tokio::time::Instant::from_std(t0 + timeout);
-        let found = loop {
-            match tokio::time::timeout_at(deadline, seen_rx.recv()).await {
-                Ok(Some((i, Seen::Updated { n: Some(n) }, at))) if i == index && n == j as i64 => {
-                    break Some(at)
-                }
-                Ok(Some((i, Seen::Closed, _))) => connected[i] = false,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break None,
-            }
-        };
+        let found =
+            wait_numbered(
+                &mut seen_rx,
+                &mut connected,
+                index,
+                j,
+                deadline,
+                |seen| match seen {
+                    Seen::Updated { n } => *n,
+                    _ => None,
+                },
+            )
+            .await;
         match found {
             Some(at) => event_us.push(micros(at.duration_since(t0))),
             None => report.update_missed += 1,
@@ -254,16 +280,19 @@ pub async fn run_events(args: &EventArgs) -> EventReport {
         }
         http_us.push(micros(t0.elapsed()));
         let deadline = tokio::time::Instant::from_std(t0 + timeout);
-        let found = loop {
-            match tokio::time::timeout_at(deadline, seen_rx.recv()).await {
-                Ok(Some((i, Seen::Custom { n: Some(n) }, at))) if i == index && n == j as i64 => {
-                    break Some(at)
-                }
-                Ok(Some((i, Seen::Closed, _))) => connected[i] = false,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break None,
-            }
-        };
+        let found =
+            wait_numbered(
+                &mut seen_rx,
+                &mut connected,
+                index,
+                j,
+                deadline,
+                |seen| match seen {
+                    Seen::Custom { n } => *n,
+                    _ => None,
+                },
+            )
+            .await;
         match found {
             Some(at) => event_us.push(micros(at.duration_since(t0))),
             None => report.custom_missed += 1,
